@@ -1,0 +1,68 @@
+# safepyrun - build, demo, tests, sanitizer run, benchmarks.
+#
+#   make demo    fresh clone -> venv -> build -> examples/demo.py
+#   make test    build and run the tests on every interpreter present
+#   make asan    the same tests against an -fsanitize=address,undefined build
+#
+# Interpreters: the default python3 (3.11 here) and a 3.13: Debian's
+# /usr/bin/python3.13 where present, else pyenv's.  3.13 exercises the
+# 3.12+ code paths.
+
+PYTHON ?= python3
+PY313 ?= $(firstword $(wildcard /usr/bin/python3.13) \
+                     $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13))
+PYTHONS ?= $(PYTHON) $(PY313)
+WERROR := -Werror
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+              -fno-sanitize-recover=undefined -O1 -g
+VENVS := .venv
+TEST_DEPS := pytest hypothesis numpy pandas matplotlib ipython
+
+.PHONY: demo test asan clean build-% 
+
+# $(call venv,python,dir): create the venv with build and test tools once.
+define venv
+	@test -x $(2)/bin/python || { \
+	  echo "== creating $(2) with $$($(1) --version)"; \
+	  $(1) -m venv $(2) && \
+	  $(2)/bin/pip install -q --upgrade pip 'setuptools>=64' wheel && \
+	  $(2)/bin/pip install -q $(TEST_DEPS); }
+endef
+
+# $(call install,dir,cflags): build the engine into the venv.
+define install
+	@echo "== building safepyrun into $(1) (SAFEPYRUN_CFLAGS=$(2))"
+	@SAFEPYRUN_CFLAGS="$(2)" $(1)/bin/pip install -q --no-build-isolation \
+	  --no-deps --force-reinstall . >$(1)/build.log 2>&1 || \
+	  { cat $(1)/build.log; exit 1; }
+endef
+
+demo:
+	@test -x $(VENVS)/demo/bin/python || $(PYTHON) -m venv $(VENVS)/demo
+	@$(VENVS)/demo/bin/pip install -q 'setuptools>=64' wheel
+	$(call install,$(VENVS)/demo,)
+	$(VENVS)/demo/bin/python examples/demo.py
+
+test:
+	@set -e; for py in $(PYTHONS); do \
+	  tag=$$($$py -c 'import sys; print("py%d%d" % sys.version_info[:2])'); \
+	  $(MAKE) --no-print-directory test-one PY=$$py DIR=$(VENVS)/$$tag; \
+	done
+
+test-one:
+	$(call venv,$(PY),$(DIR))
+	$(call install,$(DIR),$(WERROR))
+	cd tests && ../$(DIR)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+asan:
+	$(call venv,$(PYTHON),$(VENVS)/asan)
+	$(call install,$(VENVS)/asan,$(WERROR) $(ASAN_FLAGS))
+	cd tests && LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  PYTHONMALLOC=malloc ../$(VENVS)/asan/bin/python -m pytest -q \
+	  -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf build *.egg-info safepyrun/*.so $(VENVS)
+
+-include bench.mk

@@ -1,0 +1,92 @@
+/* compat.h - every CPython version difference the engine cares about.
+ *
+ * One shim per concern, each saying which versions differ and why.  Code
+ * elsewhere calls the shim and never tests PY_VERSION_HEX itself.
+ */
+#ifndef SP_COMPAT_H
+#define SP_COMPAT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* Thread start.  3.12 added the "_thread.start_new_thread" audit event and
+ * 3.13 "_thread.start_joinable_thread"; 3.11 raises none, so there the
+ * engine wraps _thread.start_new_thread with a C function that asks the hook
+ * (see hook.c, sp_hook_thread_guard_install). */
+#if PY_VERSION_HEX < 0x030C0000
+#define SP_NEED_THREAD_GUARD 1
+#else
+#define SP_NEED_THREAD_GUARD 0
+#endif
+
+/* asyncio.Task.get_context() exists from 3.12; on 3.11 the runner cannot
+ * tell which new tasks a cell created and awaits every task that appeared
+ * while the cell ran. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define SP_HAVE_TASK_GET_CONTEXT 1
+#else
+#define SP_HAVE_TASK_GET_CONTEXT 0
+#endif
+
+/* PyDict_GetItemRef is public from 3.13; before that use the borrowed
+ * lookup and take a reference.  Same -1/0/1 contract. */
+#if PY_VERSION_HEX < 0x030D0000
+static inline int
+sp_dict_get_ref(PyObject *dict, PyObject *key, PyObject **result)
+{
+    PyObject *item = PyDict_GetItemWithError(dict, key);
+    if (item == NULL) {
+        *result = NULL;
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    *result = Py_NewRef(item);
+    return 1;
+}
+#else
+#define sp_dict_get_ref PyDict_GetItemRef
+#endif
+
+/* Py_mod_multiple_interpreters exists from 3.12. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define SP_HAVE_MOD_MULTIPLE_INTERPRETERS 1
+#else
+#define SP_HAVE_MOD_MULTIPLE_INTERPRETERS 0
+#endif
+
+/* PyErr_GetRaisedException / PyErr_SetRaisedException are 3.12+; 3.11
+ * has only the (type, value, traceback) triple.  Same contract: get
+ * returns a new reference to the normalised exception (traceback attached)
+ * and clears it; set steals the reference. */
+#if PY_VERSION_HEX < 0x030C0000
+static inline PyObject *
+sp_err_get_raised(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+        Py_DECREF(tb);
+    }
+    Py_DECREF(type);
+    return value;
+}
+
+static inline void
+sp_err_set_raised(PyObject *exc)
+{
+    if (exc == NULL) {
+        return;
+    }
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc,
+                  PyException_GetTraceback(exc));
+}
+#else
+#define sp_err_get_raised PyErr_GetRaisedException
+#define sp_err_set_raised PyErr_SetRaisedException
+#endif
+
+#endif /* SP_COMPAT_H */

@@ -1,0 +1,211 @@
+/* context.c - runs and the context variable that scopes them.
+ *
+ * What it owns: the SpRun type and one ContextVar, `safepyrun.run`, whose
+ * value is the SpRun of the cell executing in the current context (unset
+ * elsewhere).  Both are process-wide: the audit hook that reads them is
+ * installed once per process and cannot be removed, so they are created by
+ * the first import and kept (one owned reference each, in the static
+ * struct below) until the process ends.  A second import of the module
+ * reuses them.
+ *
+ * Threading: every function here runs with the GIL held.  The hook calls
+ * sp_context_current from whatever thread raised the event; a ContextVar
+ * read is per-thread-context by construction, so no locking is needed.
+ */
+#include "context.h"
+
+#include <stddef.h>
+
+/* Process-wide; written once by sp_context_init, read by the hook. */
+static struct {
+    PyTypeObject *run_type; /* owned: the SpRun heap type */
+    PyObject *run_var;      /* owned: ContextVar holding the current SpRun */
+} context_global;
+
+/* A cell that keeps retrying a refused operation should not grow memory. */
+#define CONTEXT_MAX_DENIALS 32
+
+static int
+run_tp_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    SpRun *run = (SpRun *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(run->ok_dests);
+    Py_VISIT(run->data);
+    Py_VISIT(run->denials);
+    return 0;
+}
+
+static int
+run_tp_clear(PyObject *self)
+{
+    SpRun *run = (SpRun *)self;
+    Py_CLEAR(run->ok_dests);
+    Py_CLEAR(run->data);
+    Py_CLEAR(run->denials);
+    return 0;
+}
+
+static void
+run_tp_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)run_tp_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+run_get_ok_dests(PyObject *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(((SpRun *)self)->ok_dests);
+}
+
+static PyObject *
+run_get_yolo(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(((SpRun *)self)->yolo);
+}
+
+static PyGetSetDef run_getset[] = {
+    {"ok_dests", run_get_ok_dests, NULL,
+     "The write destinations of this run (tuple), or None.", NULL},
+    {"yolo", run_get_yolo, NULL, "True when nothing is gated.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot run_slots[] = {
+    {Py_tp_doc, "The policy of one sandboxed cell run (read-only)."},
+    {Py_tp_traverse, run_tp_traverse},
+    {Py_tp_clear, run_tp_clear},
+    {Py_tp_dealloc, run_tp_dealloc},
+    {Py_tp_getset, run_getset},
+    {0, NULL},
+};
+
+static PyType_Spec run_spec = {
+    .name = "safepyrun._engine.Run",
+    .basicsize = sizeof(SpRun),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = run_slots,
+};
+
+int
+sp_context_init(PyObject *module)
+{
+    if (context_global.run_type == NULL) {
+        PyObject *tp = PyType_FromModuleAndSpec(module, &run_spec, NULL);
+        if (tp == NULL) {
+            return -1;
+        }
+        PyObject *var = PyContextVar_New("safepyrun.run", NULL);
+        if (var == NULL) {
+            Py_DECREF(tp);
+            return -1;
+        }
+        context_global.run_type = (PyTypeObject *)tp;
+        context_global.run_var = var;
+    }
+    return PyModule_AddObjectRef(module, "Run",
+                                 (PyObject *)context_global.run_type);
+}
+
+PyObject *
+sp_context_var(void)
+{
+    return context_global.run_var;
+}
+
+SpRun *
+sp_context_new_run(PyObject *ok_dests, PyObject *data, int yolo)
+{
+    PyTypeObject *tp = context_global.run_type;
+    SpRun *run = PyObject_GC_New(SpRun, tp);
+    if (run == NULL) {
+        return NULL;
+    }
+    Py_INCREF(tp); /* heap-type instances own a reference to their type */
+    run->ok_dests = Py_NewRef(ok_dests);
+    run->data = Py_NewRef(data);
+    run->yolo = yolo;
+    run->denials = PyList_New(0);
+    if (run->denials == NULL) {
+        Py_DECREF(run);
+        return NULL;
+    }
+    PyObject_GC_Track(run);
+    return run;
+}
+
+int
+sp_context_current(SpRun **run)
+{
+    PyObject *value = NULL;
+    *run = NULL;
+    if (context_global.run_var == NULL) {
+        return 0;
+    }
+    if (PyContextVar_Get(context_global.run_var, NULL, &value) < 0) {
+        return -1;
+    }
+    if (value == NULL) {
+        return 0;
+    }
+    if (!Py_IS_TYPE(value, context_global.run_type) ||
+        ((SpRun *)value)->yolo) {
+        Py_DECREF(value);
+        return 0;
+    }
+    *run = (SpRun *)value;
+    return 1;
+}
+
+PyObject *
+sp_context_enter(SpRun *run)
+{
+    return PyContextVar_Set(context_global.run_var, (PyObject *)run);
+}
+
+int
+sp_context_leave(PyObject *token)
+{
+    /* Called on error paths too: the pending exception must survive. */
+    PyObject *exc = sp_err_get_raised();
+    int rc = PyContextVar_Reset(context_global.run_var, token);
+    Py_DECREF(token);
+    if (exc != NULL) {
+        if (rc < 0) {
+            /* The cell's error matters more than a failed reset. */
+            PyErr_WriteUnraisable(context_global.run_var);
+        }
+        sp_err_set_raised(exc);
+    }
+    return rc;
+}
+
+int
+sp_context_record_denial(SpRun *run, PyObject *exc)
+{
+    Py_ssize_t n = PyList_GET_SIZE(run->denials);
+    if (n >= CONTEXT_MAX_DENIALS &&
+        PySequence_DelItem(run->denials, 0) < 0) {
+        return -1;
+    }
+    return PyList_Append(run->denials, exc);
+}
+
+int
+sp_context_is_denial(SpRun *run, PyObject *exc)
+{
+    Py_ssize_t n = PyList_GET_SIZE(run->denials);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyList_GET_ITEM(run->denials, i) == exc) {
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,56 @@
+/* context.h - a run's policy and the context variable that scopes it.
+ *
+ * The audit hook asks "is a gated run active here?" by reading one
+ * ContextVar.  Because it is a context variable, the answer follows asyncio
+ * tasks (a task copies the context it was created in) and not threads: a
+ * host coroutine running in another task while a cell is suspended sees no
+ * run, and neither does a thread the host starts.
+ */
+#ifndef SP_CONTEXT_H
+#define SP_CONTEXT_H
+
+#include "compat.h"
+
+/* The policy of one cell run.  Immutable after creation except `denials`.
+ * Kept alive by the cell that created it and by every context copy that
+ * holds it (tasks and callbacks the cell scheduled), so those stay gated
+ * under the same policy after the cell returns. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *ok_dests; /* owned: tuple of str, or None (no write checks) */
+    PyObject *data;     /* owned: dict handed to policies; holds ok_dests */
+    PyObject *denials;  /* owned: list of the PermissionErrors the hook
+                           raised in this run, newest last, bounded; the
+                           runner unwraps wrapped errors by identity */
+    int yolo;           /* nonzero: nothing is gated */
+} SpRun;
+
+/* Create the SpRun type and the context variable.  Both are process-wide
+ * (the audit hook is) and created on the first import only. */
+int sp_context_init(PyObject *module);
+
+/* The context variable itself (borrowed; lives for the process). */
+PyObject *sp_context_var(void);
+
+/* New run.  `ok_dests` is a normalised tuple or None; `data` a dict (a
+ * reference is taken; it is not copied).  Returns a new reference. */
+SpRun *sp_context_new_run(PyObject *ok_dests, PyObject *data, int yolo);
+
+/* The run active in the current context: -1 error, 0 none (or a yolo run),
+ * 1 found with *run a new reference.  *run is NULL unless 1. */
+int sp_context_current(SpRun **run);
+
+/* Make `run` current; returns a new reference to the token, or NULL. */
+PyObject *sp_context_enter(SpRun *run);
+
+/* Undo sp_context_enter.  Keeps any pending exception intact.
+ * Steals `token`. Returns 0, or -1 with an exception. */
+int sp_context_leave(PyObject *token);
+
+/* Remember `exc` (a PermissionError the hook is raising) in `run`. */
+int sp_context_record_denial(SpRun *run, PyObject *exc);
+
+/* 1 if `exc` is one of the run's denials, else 0. */
+int sp_context_is_denial(SpRun *run, PyObject *exc);
+
+#endif /* SP_CONTEXT_H */

@@ -1,0 +1,189 @@
+/* engine.c - the safepyrun._engine module: wires the parts together.
+ *
+ * Each part (rules, context, hook, runner) has its own file and an
+ * sp_<area>_init called from the one exec function below, in dependency
+ * order.  The audit hook is process-wide and cannot be removed, so the
+ * state it reads is process-wide too and outlives any one module object;
+ * this module therefore declares that it does not support several
+ * interpreters.
+ *
+ * The functions defined here are thin argument-parsing wrappers that expose
+ * the path and syntax-tree checks to the Python shell and to the tests.
+ */
+#include "check.h"
+#include "context.h"
+#include "hook.h"
+#include "paths.h"
+#include "rules.h"
+#include "runner.h"
+
+PyDoc_STRVAR(normalise_dests_doc,
+"normalise_dests(ok_dests) -> tuple[str, ...] | None\n\n"
+"Validate ok_dests (None, or a list of str/bytes/PathLike) and return the\n"
+"normalised tuple the engine checks writes against.");
+
+static PyObject *
+engine_normalise_dests(PyObject *module, PyObject *ok_dests)
+{
+    (void)module;
+    return sp_paths_normalise_dests(ok_dests);
+}
+
+PyDoc_STRVAR(resolve_doc,
+"resolve(path, dir_fd=-1, follow=True) -> str\n\n"
+"The absolute, symlink-resolved directory entry a write to path affects.");
+
+static PyObject *
+engine_resolve(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"path", "dir_fd", "follow", NULL};
+    PyObject *path;
+    int dir_fd = -1, follow = 1;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|ip:resolve", kwlist,
+                                     &path, &dir_fd, &follow)) {
+        return NULL;
+    }
+    return sp_paths_resolve(path, dir_fd, follow);
+}
+
+PyDoc_STRVAR(check_write_doc,
+"check_write(path, ok_dests, dir_fd=-1, follow=True, self_ok=False) -> bool\n\n"
+"Whether a write to path is allowed by ok_dests, by the same C check the\n"
+"audit hook uses.  ok_dests=None allows everything.");
+
+static PyObject *
+engine_check_write(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"path", "ok_dests", "dir_fd", "follow",
+                             "self_ok", NULL};
+    PyObject *path, *ok_dests;
+    int dir_fd = -1, follow = 1, self_ok = 0;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|ipp:check_write",
+                                     kwlist, &path, &ok_dests, &dir_fd,
+                                     &follow, &self_ok)) {
+        return NULL;
+    }
+    PyObject *dests = sp_paths_normalise_dests(ok_dests);
+    if (dests == NULL) {
+        return NULL;
+    }
+    if (dests == Py_None) {
+        Py_DECREF(dests);
+        Py_RETURN_TRUE;
+    }
+    int flags = (follow ? SP_PATH_FOLLOW : 0) | (self_ok ? SP_PATH_SELF : 0);
+    int ok = sp_paths_check_write(path, dir_fd, flags, dests, NULL);
+    Py_DECREF(dests);
+    if (ok < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(ok);
+}
+
+PyDoc_STRVAR(check_source_doc,
+"check_source(source, banned=('socket', 'importlib', 'ctypes', 'safepyrun'),\n"
+"             ban_defs=False, filename='<cell>') -> None\n\n"
+"Parse source and apply the pre-run syntax-tree rules; raises\n"
+"PermissionError on a banned import, exec/eval/compile call, or (with\n"
+"ban_defs) a def or class.");
+
+static PyObject *
+engine_check_source(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"source", "banned", "ban_defs", "filename", NULL};
+    PyObject *source, *banned = NULL, *filename = NULL;
+    int ban_defs = 0;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "U|O!pU:check_source",
+                                     kwlist, &source, &PyTuple_Type, &banned,
+                                     &ban_defs, &filename)) {
+        return NULL;
+    }
+    PyObject *owned_banned = NULL, *owned_filename = NULL, *tree = NULL;
+    PyObject *result = NULL;
+    if (banned == NULL) {
+        banned = owned_banned = Py_BuildValue(
+            "(ssss)", "socket", "importlib", "ctypes", "safepyrun");
+        if (banned == NULL) {
+            goto done;
+        }
+    }
+    if (filename == NULL) {
+        filename = owned_filename = PyUnicode_FromString("<cell>");
+        if (filename == NULL) {
+            goto done;
+        }
+    }
+    const char *src = PyUnicode_AsUTF8(source);
+    const char *fname = PyUnicode_AsUTF8(filename);
+    if (src == NULL || fname == NULL) {
+        goto done;
+    }
+    tree = Py_CompileStringExFlags(
+        src, fname, Py_file_input,
+        &(PyCompilerFlags){PyCF_ONLY_AST | PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                           PY_MINOR_VERSION},
+        -1);
+    if (tree == NULL) {
+        goto done;
+    }
+    if (sp_check_tree(tree, banned, ban_defs, filename) < 0) {
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(tree);
+    Py_XDECREF(owned_banned);
+    Py_XDECREF(owned_filename);
+    return result;
+}
+
+static PyMethodDef engine_methods[] = {
+    {"normalise_dests", engine_normalise_dests, METH_O, normalise_dests_doc},
+    {"resolve", (PyCFunction)(void (*)(void))engine_resolve,
+     METH_VARARGS | METH_KEYWORDS, resolve_doc},
+    {"check_write", (PyCFunction)(void (*)(void))engine_check_write,
+     METH_VARARGS | METH_KEYWORDS, check_write_doc},
+    {"check_source", (PyCFunction)(void (*)(void))engine_check_source,
+     METH_VARARGS | METH_KEYWORDS, check_source_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+engine_exec(PyObject *module)
+{
+    if (sp_rules_init() < 0 || sp_context_init(module) < 0 ||
+        sp_hook_init(module) < 0 || sp_runner_init(module) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot engine_slots[] = {
+    {Py_mod_exec, engine_exec},
+#if SP_HAVE_MOD_MULTIPLE_INTERPRETERS
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+PyDoc_STRVAR(engine_doc,
+"The safepyrun enforcement engine: audit hook, rules, path checks and the\n"
+"cell runner.  Use the safepyrun package, not this module directly.");
+
+static struct PyModuleDef engine_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "safepyrun._engine",
+    .m_doc = engine_doc,
+    .m_size = 0,
+    .m_methods = engine_methods,
+    .m_slots = engine_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__engine(void)
+{
+    return PyModuleDef_Init(&engine_module);
+}

@@ -1,0 +1,570 @@
+/* hook.c - the audit hook: event -> rule -> verdict.
+ *
+ * One C hook is installed with PySys_AddAuditHook by the first import and
+ * stays for the life of the process (audit hooks cannot be removed).  Its
+ * userData is NULL: everything it reads is process-wide C state in
+ * rules.c (the static event table) and context.c (the run context
+ * variable), plus the static `hook_global` below.
+ *
+ * Hot path, in order, with no Python-level work:
+ *   1. look the event up in the static table; ALLOW -> return 0;
+ *   2. `open` that only reads (flags without a write bit) -> return 0;
+ *   3. read the run context variable; no gated run here -> return 0.
+ * Only an event that may be refused inside a run reaches hook_judge, the
+ * slow path, which may resolve paths and walk frames, still in C.
+ *
+ * A refusal is a PermissionError naming what was refused, the offending
+ * argument, the audit event and the Python call chain.  Each refusal is
+ * recorded in the run (context.c) so that the runner can recognise it when
+ * a library wraps it in another exception.
+ *
+ * Threading: audit hooks run with the GIL held, in the thread that raised
+ * the event.  Nothing here keeps per-call state outside the stack.
+ */
+#include "hook.h"
+
+#include "context.h"
+#include "paths.h"
+#include "rules.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+
+/* Process-wide, written with the GIL held: `installed` and `start_thread`
+ * by sp_hook_init on the first import; `to_thread_code` by
+ * sp_hook_note_asyncio before the first cell runs.  All owned, never
+ * released (the hook that reads them lives as long as the process). */
+static struct {
+    int installed;
+    PyObject *cell_prefix;       /* owned: the string "<pyrun_" */
+    PyObject *package_name;      /* owned: the string "safepyrun" */
+    PyObject *to_thread_code;    /* owned: asyncio.to_thread.__code__ */
+#if SP_NEED_THREAD_GUARD
+    PyObject *start_thread;      /* owned: the real _thread.start_new_thread */
+#endif
+} hook_global;
+
+/* Longest repr shown for an offending argument. */
+#define HOOK_MAX_SHOWN 200
+/* Frames shown in a call chain (the innermost ones, then the cell). */
+#define HOOK_MAX_CHAIN 8
+
+/* ---- refusal messages ---------------------------------------------- */
+
+/* repr(obj) cut to HOOK_MAX_SHOWN characters.  New reference or NULL. */
+static PyObject *
+hook_short_repr(PyObject *obj)
+{
+    PyObject *r = PyObject_Repr(obj);
+    if (r == NULL || PyUnicode_GET_LENGTH(r) <= HOOK_MAX_SHOWN) {
+        return r;
+    }
+    PyObject *cut = PyUnicode_Substring(r, 0, HOOK_MAX_SHOWN);
+    Py_DECREF(r);
+    if (cut == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyUnicode_FromFormat("%U...", cut);
+    Py_DECREF(cut);
+    return res;
+}
+
+/* Whether `code` is a cell's top-level code: a `<pyrun_N>` file and the
+ * `<module>` name.  Names are forgeable, but this only shapes messages. */
+static int
+hook_is_cell_top(PyCodeObject *code)
+{
+    return PyUnicode_Check(code->co_filename) &&
+           PyUnicode_Tailmatch(code->co_filename, hook_global.cell_prefix, 0,
+                               7, -1) == 1 &&
+           PyUnicode_Check(code->co_name) &&
+           PyUnicode_CompareWithASCIIString(code->co_name, "<module>") == 0;
+}
+
+/* "file:line qualname" for one frame.  New reference or NULL. */
+static PyObject *
+hook_frame_text(PyFrameObject *frame)
+{
+    PyCodeObject *code = PyFrame_GetCode(frame); /* new reference */
+    PyObject *qualname = NULL, *res = NULL;
+    PyObject *filename = code->co_filename; /* borrowed from code */
+    qualname = PyObject_GetAttrString((PyObject *)code, "co_qualname");
+    if (qualname == NULL) {
+        goto done;
+    }
+    /* Basename keeps the chain short; cell names have no '/'. */
+    Py_ssize_t slash = PyUnicode_FindChar(
+        filename, '/', 0, PyUnicode_GET_LENGTH(filename), -1);
+    PyObject *base = slash >= 0
+        ? PyUnicode_Substring(filename, slash + 1, PY_SSIZE_T_MAX)
+        : Py_NewRef(filename);
+    if (base == NULL) {
+        goto done;
+    }
+    res = PyUnicode_FromFormat("%U:%d %U", base, PyFrame_GetLineNumber(frame),
+                               qualname);
+    Py_DECREF(base);
+done:
+    Py_XDECREF(qualname);
+    Py_DECREF(code);
+    return res;
+}
+
+/* The Python call chain that led to the event, outermost first: from the
+ * cell's top-level frame (when it is on the stack; the host's frames above
+ * it are left out) to the innermost frame.  A long chain keeps its
+ * outermost frame and the innermost ones.  New reference to a str, or
+ * NULL with an exception. */
+static PyObject *
+hook_call_chain(void)
+{
+    PyObject *parts = NULL, *sep = NULL, *res = NULL; /* owned */
+    PyFrameObject *frame = PyEval_GetFrame();         /* borrowed, then owned */
+    Py_XINCREF(frame);
+    Py_ssize_t skipped = 0;
+    int found_top = 0;
+    parts = PyList_New(0); /* innermost first */
+    if (parts == NULL) {
+        goto done;
+    }
+    while (frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int top = hook_is_cell_top(code);
+        Py_DECREF(code);
+        if (PyList_GET_SIZE(parts) < HOOK_MAX_CHAIN - 1 || top) {
+            PyObject *text = hook_frame_text(frame);
+            if (text == NULL || PyList_Append(parts, text) < 0) {
+                Py_XDECREF(text);
+                goto done;
+            }
+            Py_DECREF(text);
+        }
+        else {
+            skipped++;
+        }
+        if (top) {
+            found_top = 1;
+            break;
+        }
+        Py_SETREF(frame, PyFrame_GetBack(frame));
+    }
+    if (skipped > 0) {
+        PyObject *more = PyUnicode_FromFormat("...%zd frames...", skipped);
+        Py_ssize_t at = PyList_GET_SIZE(parts) - found_top;
+        if (more == NULL || PyList_Insert(parts, at, more) < 0) {
+            Py_XDECREF(more);
+            goto done;
+        }
+        Py_DECREF(more);
+    }
+    if (PyList_Reverse(parts) < 0) {
+        goto done;
+    }
+    sep = PyUnicode_FromString(" -> ");
+    if (sep == NULL) {
+        goto done;
+    }
+    res = PyUnicode_Join(sep, parts);
+done:
+    Py_XDECREF(frame);
+    Py_XDECREF(parts);
+    Py_XDECREF(sep);
+    return res;
+}
+
+/* Raise the refusal for `event` and record it in `run`.  `shown` is the
+ * offending argument (borrowed, may be NULL); `detail` (may be NULL) is
+ * appended after it, e.g. "is outside ok_dests".  Always returns -1 with an
+ * exception set: the PermissionError, or whatever failed while building it
+ * (the operation is refused either way). */
+static int
+hook_refuse(SpRun *run, const sp_rule *rule, const char *event,
+            PyObject *shown, PyObject *detail)
+{
+    PyObject *chain = NULL, *arg_text = NULL, *msg = NULL, *exc = NULL;
+    const char *what = rule != NULL && rule->what != NULL
+        ? rule->what : "raise an audit event the sandbox does not know";
+
+    chain = hook_call_chain();
+    if (chain == NULL) {
+        goto done;
+    }
+    if (shown != NULL) {
+        PyObject *r = hook_short_repr(shown);
+        if (r == NULL) {
+            goto done;
+        }
+        arg_text = detail != NULL ? PyUnicode_FromFormat(": %U %U", r, detail)
+                                  : PyUnicode_FromFormat(": %U", r);
+        Py_DECREF(r);
+    }
+    else {
+        arg_text = PyUnicode_FromString("");
+    }
+    if (arg_text == NULL) {
+        goto done;
+    }
+    msg = PyUnicode_FromFormat(
+        "safepyrun refused to %s%U (audit event '%s'; call chain: %U)", what,
+        arg_text, event, chain);
+    if (msg == NULL) {
+        goto done;
+    }
+    exc = PyObject_CallOneArg(PyExc_PermissionError, msg);
+    if (exc == NULL || sp_context_record_denial(run, exc) < 0) {
+        goto done;
+    }
+    PyErr_SetObject(PyExc_PermissionError, exc);
+done:
+    Py_XDECREF(chain);
+    Py_XDECREF(arg_text);
+    Py_XDECREF(msg);
+    Py_XDECREF(exc);
+    return -1;
+}
+
+/* Argument `i` of the event, borrowed, or NULL when absent. */
+static inline PyObject *
+hook_arg(PyObject *args, int i)
+{
+    if (i < 0 || !PyTuple_Check(args) || i >= PyTuple_GET_SIZE(args)) {
+        return NULL;
+    }
+    return PyTuple_GET_ITEM(args, i);
+}
+
+/* Whether an `open` event's flags (argument 2) ask for writing. */
+static inline int
+hook_open_writes(PyObject *args)
+{
+    PyObject *flags = hook_arg(args, 2);
+    if (flags == NULL || !PyLong_Check(flags)) {
+        return 1; /* unknown shape: check it as a write */
+    }
+    long f = PyLong_AsLong(flags);
+    if (f == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return (f & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) != 0;
+}
+
+/* Check each path argument of a write event.  1 allowed, -1 refused or
+ * error (exception set). */
+static int
+hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
+                 PyObject *args)
+{
+    if (run->ok_dests == Py_None) {
+        return 1;
+    }
+    for (int k = 0; k < 2; k++) {
+        PyObject *path = hook_arg(args, rule->path_arg[k]);
+        if (path == NULL || path == Py_None) {
+            continue;
+        }
+        if (rule->kind == SP_RULE_OPEN && PyLong_Check(path)) {
+            continue; /* open(fd, 'w'): the descriptor is already open */
+        }
+        int dir_fd = -1;
+        PyObject *fd_obj = hook_arg(args, rule->dirfd_arg[k]);
+        if (fd_obj != NULL && PyLong_Check(fd_obj)) {
+            long fd = PyLong_AsLong(fd_obj);
+            if (fd == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+            dir_fd = fd >= 0 && fd <= INT_MAX ? (int)fd : -1;
+        }
+        PyObject *resolved = NULL;
+        int ok = sp_paths_check_write(path, dir_fd, rule->path_flags,
+                                      run->ok_dests, &resolved);
+        if (ok < 0) {
+            return -1;
+        }
+        if (ok == 0) {
+            PyObject *detail = PyUnicode_FromFormat(
+                "is outside ok_dests %R (resolved to %R)", run->ok_dests,
+                resolved);
+            Py_DECREF(resolved);
+            if (detail == NULL) {
+                return -1;
+            }
+            hook_refuse(run, rule, event, path, detail);
+            Py_DECREF(detail);
+            return -1;
+        }
+        Py_DECREF(resolved);
+    }
+    return 1;
+}
+
+/* Environment names whose change would redirect programs, libraries, the
+ * interpreter or the sandbox's own configuration. */
+static int
+hook_env_sensitive(PyObject *key)
+{
+    static const char *const exact[] = {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TEMP", "TMP",
+        "IFS", "ENV", "BASH_ENV", "CDPATH", "PS4", "EDITOR", "VISUAL",
+        "PAGER", "BROWSER", "SSL_CERT_FILE", "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY",
+        "ALL_PROXY", "NO_PROXY", "FTP_PROXY", "VIRTUAL_ENV", "MPLCONFIGDIR",
+        NULL};
+    static const char *const prefixes[] = {
+        "LD_", "DYLD_", "PYTHON", "PIP_", "UV_", "CONDA", "XDG_", "GIT_",
+        "SAFEPYRUN", "MALLOC", "GCONV_", "NLSPATH", "LOCPATH", NULL};
+    PyObject *str = NULL;
+    int res = 1; /* undecodable or odd names count as sensitive */
+    if (PyUnicode_Check(key)) {
+        str = Py_NewRef(key);
+    }
+    else if (PyBytes_Check(key)) {
+        str = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(key));
+    }
+    if (str == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    PyObject *upper = PyObject_CallMethod(str, "upper", NULL);
+    const char *name = upper != NULL ? PyUnicode_AsUTF8(upper) : NULL;
+    if (name == NULL) {
+        PyErr_Clear();
+        goto done;
+    }
+    res = 0;
+    for (int i = 0; exact[i] != NULL && !res; i++) {
+        res = strcmp(name, exact[i]) == 0;
+    }
+    for (int i = 0; prefixes[i] != NULL && !res; i++) {
+        res = strncmp(name, prefixes[i], strlen(prefixes[i])) == 0;
+    }
+done:
+    Py_XDECREF(upper);
+    Py_DECREF(str);
+    return res;
+}
+
+/* object.__setattr__/__delattr__: (obj, name[, value]).  Refused when a
+ * cell swaps a function's code (the object identity that trust is keyed
+ * on would then run the cell's code) or changes a class of the sandbox's
+ * own package. */
+static int
+hook_setattr_tampers(PyObject *args)
+{
+    PyObject *obj = hook_arg(args, 0), *name = hook_arg(args, 1);
+    if (obj == NULL || name == NULL || !PyUnicode_Check(name)) {
+        return 0;
+    }
+    if (PyFunction_Check(obj) &&
+        PyUnicode_CompareWithASCIIString(name, "__code__") == 0) {
+        return 1;
+    }
+    if (PyType_Check(obj)) {
+        PyObject *mod = PyDict_GetItemString(((PyTypeObject *)obj)->tp_dict,
+                                             "__module__"); /* borrowed */
+        if (mod != NULL && PyUnicode_Check(mod) &&
+            PyUnicode_Tailmatch(mod, hook_global.package_name, 0, 9, -1) == 1) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Whether asyncio.to_thread is running in this frame stack: it starts the
+ * default executor's worker, whose work runs in a copy of the caller's
+ * context and so stays gated. */
+static int
+hook_in_to_thread(void)
+{
+    if (hook_global.to_thread_code == NULL) {
+        return 0;
+    }
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    Py_XINCREF(frame);
+    int found = 0;
+    while (frame != NULL && !found) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        found = (PyObject *)code == hook_global.to_thread_code;
+        Py_DECREF(code);
+        Py_SETREF(frame, PyFrame_GetBack(frame));
+    }
+    Py_XDECREF(frame);
+    return found;
+}
+
+/* The slow path: an event that may be refused, inside a gated run.
+ * Returns 0 to allow, -1 with an exception to refuse. */
+static int
+hook_judge(SpRun *run, const sp_rule *rule, const char *event,
+           PyObject *args)
+{
+    PyObject *shown = rule != NULL ? hook_arg(args, rule->show_arg) : args;
+    if (rule == NULL) {
+        return hook_refuse(run, rule, event, args, NULL);
+    }
+    switch ((sp_rule_kind)rule->kind) {
+    case SP_RULE_ALLOW:
+        return 0;
+    case SP_RULE_WRITE:
+    case SP_RULE_OPEN:
+        return hook_judge_write(run, rule, event, args) < 0 ? -1 : 0;
+    case SP_RULE_ENV:
+        if (shown == NULL || !hook_env_sensitive(shown)) {
+            return 0;
+        }
+        break;
+    case SP_RULE_SETATTR:
+        if (!hook_setattr_tampers(args)) {
+            return 0;
+        }
+        break;
+    case SP_RULE_DLOPEN:
+        if (shown == Py_None) {
+            return 0;
+        }
+        break;
+    case SP_RULE_THREAD:
+        if (hook_in_to_thread()) {
+            return 0;
+        }
+        break;
+    case SP_RULE_DENY:
+        break;
+    }
+    return hook_refuse(run, rule, event, shown, NULL);
+}
+
+static int
+hook_audit(const char *event, PyObject *args, void *user_data)
+{
+    (void)user_data;
+    const sp_rule *rule = sp_rules_lookup(event);
+    if (rule != NULL) {
+        if (rule->kind == SP_RULE_ALLOW) {
+            return 0;
+        }
+        if (rule->kind == SP_RULE_OPEN && !hook_open_writes(args)) {
+            return 0;
+        }
+    }
+    SpRun *run = NULL;
+    int active = sp_context_current(&run);
+    if (active <= 0) {
+        return active;
+    }
+    int verdict = hook_judge(run, rule, event, args);
+    Py_DECREF(run);
+    return verdict;
+}
+
+#if SP_NEED_THREAD_GUARD
+/* _thread.start_new_thread on 3.11, which raises no audit event: judge the
+ * start as the event 3.12 raises, then call the real function. */
+static PyObject *
+hook_guarded_start_thread(PyObject *module, PyObject *args)
+{
+    (void)module;
+    if (PySys_Audit("_thread.start_new_thread", "O", args) < 0) {
+        return NULL;
+    }
+    return PyObject_Call(hook_global.start_thread, args, NULL);
+}
+
+static PyMethodDef hook_start_thread_def = {
+    "start_new_thread", hook_guarded_start_thread, METH_VARARGS,
+    "start_new_thread(function, args[, kwargs]) -- start a thread; refused "
+    "inside a sandboxed run (safepyrun)."};
+
+/* Replace _thread.start_new_thread (and its aliases) with the guard.  The
+ * real function is kept only in hook_global, out of a cell's reach; the
+ * guard's __self__ is the engine module. */
+static int
+hook_thread_guard_install(PyObject *module)
+{
+    PyObject *thread_mod = NULL, *guard = NULL, *threading = NULL;
+    int rc = -1;
+    thread_mod = PyImport_ImportModule("_thread");
+    if (thread_mod == NULL) {
+        goto done;
+    }
+    hook_global.start_thread =
+        PyObject_GetAttrString(thread_mod, "start_new_thread");
+    if (hook_global.start_thread == NULL) {
+        goto done;
+    }
+    guard = PyCFunction_NewEx(&hook_start_thread_def, module, NULL);
+    if (guard == NULL ||
+        PyObject_SetAttrString(thread_mod, "start_new_thread", guard) < 0 ||
+        PyObject_SetAttrString(thread_mod, "start_new", guard) < 0) {
+        goto done;
+    }
+    /* threading binds its own alias at import. */
+    PyObject *name = PyUnicode_FromString("threading");
+    if (name == NULL) {
+        goto done;
+    }
+    threading = PyImport_GetModule(name);
+    Py_DECREF(name);
+    if (threading == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    if (threading != NULL &&
+        PyObject_SetAttrString(threading, "_start_new_thread", guard) < 0) {
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(thread_mod);
+    Py_XDECREF(guard);
+    Py_XDECREF(threading);
+    return rc;
+}
+#endif
+
+int
+sp_hook_note_asyncio(void)
+{
+    if (hook_global.to_thread_code != NULL) {
+        return 0;
+    }
+    PyObject *mod = PyImport_ImportModule("asyncio.threads");
+    if (mod == NULL) {
+        return -1;
+    }
+    PyObject *fn = PyObject_GetAttrString(mod, "to_thread");
+    Py_DECREF(mod);
+    if (fn == NULL) {
+        return -1;
+    }
+    if (PyFunction_Check(fn)) {
+        hook_global.to_thread_code = Py_NewRef(PyFunction_GetCode(fn));
+    }
+    Py_DECREF(fn);
+    return 0;
+}
+
+int
+sp_hook_init(PyObject *module)
+{
+    if (hook_global.installed) {
+        return 0;
+    }
+    hook_global.cell_prefix = PyUnicode_InternFromString("<pyrun_");
+    hook_global.package_name = PyUnicode_InternFromString("safepyrun");
+    if (hook_global.cell_prefix == NULL || hook_global.package_name == NULL) {
+        return -1;
+    }
+#if SP_NEED_THREAD_GUARD
+    if (hook_thread_guard_install(module) < 0) {
+        return -1;
+    }
+#else
+    (void)module;
+#endif
+    if (PySys_AddAuditHook(hook_audit, NULL) < 0) {
+        return -1;
+    }
+    hook_global.installed = 1;
+    return 0;
+}

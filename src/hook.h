@@ -1,0 +1,16 @@
+/* hook.h - the audit hook: event -> rule -> verdict. */
+#ifndef SP_HOOK_H
+#define SP_HOOK_H
+
+#include "compat.h"
+
+/* Install the process-wide audit hook (first import only) and, where the
+ * interpreter raises no event for thread start, the C thread guard. */
+int sp_hook_init(PyObject *module);
+
+/* Record the code of asyncio.to_thread so that the thread it starts for the
+ * default executor is not refused.  Called by the runner before any cell
+ * code runs; idempotent. Returns 0, or -1 with an exception. */
+int sp_hook_note_asyncio(void);
+
+#endif /* SP_HOOK_H */

@@ -1,0 +1,48 @@
+/* paths.h - write-destination checks.
+ *
+ * A write is allowed when the directory entry it affects lies inside one of
+ * the run's ok_dests.  Both the entry and every destination are resolved on
+ * each check (symlinked parents and '..' followed, '.' and other relative
+ * destinations taken against the working directory of that moment).
+ */
+#ifndef SP_PATHS_H
+#define SP_PATHS_H
+
+#include "compat.h"
+
+/* Flags for sp_paths_check_write. */
+enum {
+    /* The operation follows a symlink in the last component (open,
+     * truncate, chmod...): a symlink there is resolved and its target must
+     * be allowed too. */
+    SP_PATH_FOLLOW = 1 << 0,
+    /* The operation changes the entry's inode, not its parent directory
+     * (chmod, utime, chdir): the entry may be an ok_dest itself. */
+    SP_PATH_SELF = 1 << 1,
+};
+
+/* Validate and normalise a user-given ok_dests.
+ * Accepts None (returns None: write checking off) or a list/tuple/set of
+ * str, bytes or os.PathLike.  Each entry is fspath'd, decoded and
+ * '~'-expanded; relative entries stay relative (resolved at check time).
+ * Returns a new reference to a tuple of str (or None); on bad input raises
+ * TypeError/ValueError and returns NULL. */
+PyObject *sp_paths_normalise_dests(PyObject *ok_dests);
+
+/* Resolve `path` as the directory entry an operation affects.
+ * `path` is str, bytes, os.PathLike or int (an open descriptor, resolved
+ * through /proc/self/fd).  Relative paths are taken against `dir_fd` when it
+ * is >= 0, else the working directory.  The parent is resolved fully; the
+ * last component is resolved too when `follow` is set and it is a symlink.
+ * Returns a new reference to an absolute str, or NULL with an exception. */
+PyObject *sp_paths_resolve(PyObject *path, int dir_fd, int follow);
+
+/* Check a write to `path` against `dests` (a tuple from
+ * sp_paths_normalise_dests, never None).  `flags` is SP_PATH_*.
+ * Returns 1 if allowed, 0 if refused, -1 with an exception on error.
+ * On 0 or 1, *resolved is set to a new reference to the resolved entry
+ * (for messages) when `resolved` is not NULL; on -1 it is NULL. */
+int sp_paths_check_write(PyObject *path, int dir_fd, int flags,
+                         PyObject *dests, PyObject **resolved);
+
+#endif /* SP_PATHS_H */
