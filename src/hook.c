@@ -52,11 +52,24 @@ static struct {
 
 /* ---- refusal messages ---------------------------------------------- */
 
-/* repr(obj) cut to HOOK_MAX_SHOWN characters.  New reference or NULL. */
+/* repr(obj) cut to HOOK_MAX_SHOWN characters; bytes (os.system's command,
+ * fsencoded paths) are shown decoded.  New reference or NULL. */
 static PyObject *
 hook_short_repr(PyObject *obj)
 {
-    PyObject *r = PyObject_Repr(obj);
+    PyObject *r;
+    if (PyBytes_Check(obj)) {
+        PyObject *text = PyUnicode_DecodeFSDefaultAndSize(
+            PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj));
+        if (text == NULL) {
+            return NULL;
+        }
+        r = PyObject_Repr(text);
+        Py_DECREF(text);
+    }
+    else {
+        r = PyObject_Repr(obj);
+    }
     if (r == NULL || PyUnicode_GET_LENGTH(r) <= HOOK_MAX_SHOWN) {
         return r;
     }
@@ -195,7 +208,7 @@ hook_refuse(SpRun *run, const sp_rule *rule, const char *event,
         if (r == NULL) {
             goto done;
         }
-        arg_text = detail != NULL ? PyUnicode_FromFormat(": %U %U", r, detail)
+        arg_text = detail != NULL ? PyUnicode_FromFormat(": %U%U", r, detail)
                                   : PyUnicode_FromFormat(": %U", r);
         Py_DECREF(r);
     }
@@ -250,6 +263,40 @@ hook_open_writes(PyObject *args)
     return (f & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) != 0;
 }
 
+/* Why a write was refused: "is outside ok_dests [...]", or "(no writes are
+ * allowed: ok_dests is empty)", plus the resolved path when it differs from
+ * what the code wrote.  New reference or NULL. */
+static PyObject *
+hook_write_detail(PyObject *dests, PyObject *path, PyObject *resolved)
+{
+    PyObject *given = PyUnicode_Check(path) ? Py_NewRef(path) : PyOS_FSPath(path);
+    if (given == NULL) {
+        PyErr_Clear();
+    }
+    int same = given != NULL && PyUnicode_Check(given) &&
+               PyUnicode_Compare(given, resolved) == 0;
+    Py_XDECREF(given);
+    PyObject *where = same ? PyUnicode_FromString("")
+                           : PyUnicode_FromFormat(" (resolved to %R)", resolved);
+    if (where == NULL) {
+        return NULL;
+    }
+    PyObject *res;
+    if (PyTuple_GET_SIZE(dests) == 0) {
+        res = PyUnicode_FromFormat(
+            "%U (no writes are allowed: ok_dests is empty)", where);
+    }
+    else {
+        PyObject *list = PySequence_List(dests);
+        res = list == NULL ? NULL
+                           : PyUnicode_FromFormat("%U is outside ok_dests %R",
+                                                  where, list);
+        Py_XDECREF(list);
+    }
+    Py_DECREF(where);
+    return res;
+}
+
 /* Check each path argument of a write event.  1 allowed, -1 refused or
  * error (exception set). */
 static int
@@ -283,9 +330,7 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
             return -1;
         }
         if (ok == 0) {
-            PyObject *detail = PyUnicode_FromFormat(
-                "is outside ok_dests %R (resolved to %R)", run->ok_dests,
-                resolved);
+            PyObject *detail = hook_write_detail(run->ok_dests, path, resolved);
             Py_DECREF(resolved);
             if (detail == NULL) {
                 return -1;
