@@ -18,7 +18,7 @@ is a ``PermissionError`` that says what was refused and why.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Awaitable
 
 from . import _engine
 from ._engine import should_export, srcfn
@@ -102,9 +102,14 @@ class RunPython:
         """Where cells may write (None: writes are not checked)."""
         return self._runner.ok_dests
 
-    async def __call__(self, code: str) -> Any:
-        """Run ``code`` and return the value of its last expression."""
-        return await self._runner.run(code)
+    def __call__(self, code: str) -> Awaitable[Any]:
+        """Run ``code``: ``await python(code)`` returns the value of its last
+        expression (or None).
+
+        The awaitable is the engine's own (a coroutine-compatible object with
+        send/throw/close, so ``asyncio.create_task`` accepts it); awaiting it
+        directly keeps the sandbox's machinery out of tracebacks."""
+        return self._runner.run(code)
 
     def __repr__(self) -> str:
         return f"RunPython(ok_dests={self.ok_dests!r})"

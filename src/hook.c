@@ -83,16 +83,14 @@ hook_short_repr(PyObject *obj)
     return res;
 }
 
-/* Whether `code` is a cell's top-level code: a `<pyrun_N>` file and the
- * `<module>` name.  Names are forgeable, but this only shapes messages. */
+/* Whether `code` was compiled from a cell (file `<pyrun_N>`).  Names are
+ * forgeable, but this only shapes messages. */
 static int
-hook_is_cell_top(PyCodeObject *code)
+hook_is_cell_code(PyCodeObject *code)
 {
     return PyUnicode_Check(code->co_filename) &&
            PyUnicode_Tailmatch(code->co_filename, hook_global.cell_prefix, 0,
-                               7, -1) == 1 &&
-           PyUnicode_Check(code->co_name) &&
-           PyUnicode_CompareWithASCIIString(code->co_name, "<module>") == 0;
+                               7, -1) == 1;
 }
 
 /* "file:line qualname" for one frame.  New reference or NULL. */
@@ -124,63 +122,67 @@ done:
     return res;
 }
 
+/* Frames examined for a call chain; deeper stacks show their innermost. */
+#define HOOK_MAX_WALK 256
+
 /* The Python call chain that led to the event, outermost first: from the
- * cell's top-level frame (when it is on the stack; the host's frames above
- * it are left out) to the innermost frame.  A long chain keeps its
- * outermost frame and the innermost ones.  New reference to a str, or
+ * outermost frame of cell code (the host's frames above it, the runner and
+ * the event loop, are left out) to the innermost frame.  Without cell code
+ * on the stack (a worker thread) it is the innermost frames.  A long chain
+ * keeps its outermost and innermost frames.  New reference to a str, or
  * NULL with an exception. */
 static PyObject *
 hook_call_chain(void)
 {
+    PyFrameObject *frames[HOOK_MAX_WALK]; /* owned: innermost first */
     PyObject *parts = NULL, *sep = NULL, *res = NULL; /* owned */
-    PyFrameObject *frame = PyEval_GetFrame();         /* borrowed, then owned */
+    Py_ssize_t n = 0, cut = -1;
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
     Py_XINCREF(frame);
-    Py_ssize_t skipped = 0;
-    int found_top = 0;
-    parts = PyList_New(0); /* innermost first */
+    while (frame != NULL && n < HOOK_MAX_WALK) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        if (hook_is_cell_code(code)) {
+            cut = n;
+        }
+        Py_DECREF(code);
+        frames[n++] = frame;
+        frame = PyFrame_GetBack(frame);
+    }
+    Py_XDECREF(frame);
+    Py_ssize_t shown = cut >= 0 ? cut + 1 : (n < HOOK_MAX_CHAIN ? n : HOOK_MAX_CHAIN);
+    parts = PyList_New(0);
     if (parts == NULL) {
         goto done;
     }
-    while (frame != NULL) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        int top = hook_is_cell_top(code);
-        Py_DECREF(code);
-        if (PyList_GET_SIZE(parts) < HOOK_MAX_CHAIN - 1 || top) {
-            PyObject *text = hook_frame_text(frame);
-            if (text == NULL || PyList_Append(parts, text) < 0) {
-                Py_XDECREF(text);
-                goto done;
+    /* Outermost first; a chain longer than HOOK_MAX_CHAIN keeps its
+     * outermost frame and the innermost HOOK_MAX_CHAIN - 1. */
+    int elide = shown > HOOK_MAX_CHAIN;
+    for (Py_ssize_t i = shown - 1; i >= 0; i--) {
+        PyObject *text;
+        if (elide && i < shown - 1 && i >= HOOK_MAX_CHAIN - 1) {
+            if (i != shown - 2) {
+                continue;
             }
-            Py_DECREF(text);
+            text = PyUnicode_FromFormat("...%zd frames...",
+                                        shown - HOOK_MAX_CHAIN);
         }
         else {
-            skipped++;
+            text = hook_frame_text(frames[i]);
         }
-        if (top) {
-            found_top = 1;
-            break;
-        }
-        Py_SETREF(frame, PyFrame_GetBack(frame));
-    }
-    if (skipped > 0) {
-        PyObject *more = PyUnicode_FromFormat("...%zd frames...", skipped);
-        Py_ssize_t at = PyList_GET_SIZE(parts) - found_top;
-        if (more == NULL || PyList_Insert(parts, at, more) < 0) {
-            Py_XDECREF(more);
+        if (text == NULL || PyList_Append(parts, text) < 0) {
+            Py_XDECREF(text);
             goto done;
         }
-        Py_DECREF(more);
-    }
-    if (PyList_Reverse(parts) < 0) {
-        goto done;
+        Py_DECREF(text);
     }
     sep = PyUnicode_FromString(" -> ");
-    if (sep == NULL) {
-        goto done;
+    if (sep != NULL) {
+        res = PyUnicode_Join(sep, parts);
     }
-    res = PyUnicode_Join(sep, parts);
 done:
-    Py_XDECREF(frame);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(frames[i]);
+    }
     Py_XDECREF(parts);
     Py_XDECREF(sep);
     return res;

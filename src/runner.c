@@ -50,6 +50,7 @@ static struct {
     PyObject *linecache;        /* owned: the linecache module */
     PyObject *result_name;      /* owned: interned RUNNER_RESULT */
     PyObject *cell_prefix;      /* owned: interned "<pyrun_" */
+    PyObject *builtins_name;    /* owned: interned "__builtins__" */
     PyObject *default_banned;   /* owned: tuple of the default banned imports */
     PyObject *all_tasks;        /* owned: asyncio.all_tasks (first run) */
     PyObject *current_task;     /* owned: asyncio.current_task */
@@ -153,9 +154,7 @@ runner_should_export(PyObject *k, PyObject *v, PyObject *g)
         return 0;
     }
     PyObject *old = NULL;
-    int found = PyMapping_Check(g) && PyDict_Check(g)
-        ? sp_dict_get_ref(g, k, &old)
-        : 0;
+    int found = sp_dict_get_ref(g, k, &old);
     if (found <= 0) {
         return found < 0 ? -1 : 1;
     }
@@ -483,8 +482,9 @@ typedef struct {
     PyObject_HEAD
     PyObject *runner;  /* owned: the SpRunner */
     SpRun *run;        /* owned: this cell's policy */
-    PyObject *code;    /* owned: compiled cell */
-    PyObject *globals; /* owned: the cell's namespace */
+    PyObject *source;  /* owned: the code as given */
+    PyObject *code;    /* owned or NULL until started: compiled cell */
+    PyObject *globals; /* owned or NULL until started: the cell's namespace */
     PyObject *coro;    /* owned or NULL: the running cell coroutine */
     PyObject *waiter;  /* owned or NULL: gather(...).__await__() */
     PyObject *seen;    /* owned or NULL: tasks not to await (existed before,
@@ -501,6 +501,7 @@ cell_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(c->runner);
     Py_VISIT(c->run);
+    Py_VISIT(c->source);
     Py_VISIT(c->code);
     Py_VISIT(c->globals);
     Py_VISIT(c->coro);
@@ -516,6 +517,7 @@ cell_tp_clear(PyObject *self)
     SpCell *c = (SpCell *)self;
     Py_CLEAR(c->runner);
     Py_CLEAR(c->run);
+    Py_CLEAR(c->source);
     Py_CLEAR(c->code);
     Py_CLEAR(c->globals);
     Py_CLEAR(c->coro);
@@ -535,17 +537,13 @@ cell_tp_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* Runner.run(code) -> Cell.  Checks, compiles and prepares; nothing of the
- * cell runs until the Cell is awaited. */
+/* Compile `source` for `runner`: type and NUL checks, parse, syntax-tree
+ * rules, last-expression split, compile.  Sets *has_result.  New reference
+ * to the code object, or NULL. */
 static PyObject *
-runner_run(PyObject *self, PyObject *source)
+runner_compile(SpRunner *r, PyObject *source, int *has_result)
 {
-    SpRunner *r = (SpRunner *)self;
-    PyObject *filename = NULL, *tree = NULL, *code = NULL, *globals = NULL;
-    SpRun *run = NULL;
-    SpCell *cell = NULL;
-    int has_result;
-
+    PyObject *filename = NULL, *tree = NULL, *code = NULL;
     if (!PyUnicode_Check(source)) {
         PyErr_Format(PyExc_TypeError, "code must be a str, not %T", source);
         return NULL;
@@ -553,70 +551,68 @@ runner_run(PyObject *self, PyObject *source)
     Py_ssize_t size;
     const char *src = PyUnicode_AsUTF8AndSize(source, &size);
     if (src == NULL) {
-        goto error;
+        return NULL;
     }
     if ((Py_ssize_t)strlen(src) != size) {
         PyErr_SetString(PyExc_ValueError,
                         "source code string cannot contain null bytes");
-        goto error;
+        return NULL;
     }
     filename = runner_srcfn(source);
     if (filename == NULL) {
-        goto error;
+        goto done;
     }
     PyCompilerFlags flags = {PyCF_ONLY_AST | PyCF_ALLOW_TOP_LEVEL_AWAIT,
                              PY_MINOR_VERSION};
     tree = Py_CompileStringObject(src, filename, Py_file_input, &flags, -1);
     if (tree == NULL) {
-        goto error;
+        goto done;
     }
     if (!r->yolo && sp_check_tree(tree, r->banned, r->ban_defs, filename) < 0) {
-        goto error;
+        goto done;
     }
-    has_result = runner_split_last(tree);
-    if (has_result < 0) {
-        goto error;
+    *has_result = runner_split_last(tree);
+    if (*has_result < 0) {
+        goto done;
     }
     code = PyObject_CallFunction(runner_global.compile, "OOsii", tree, filename,
                                  "exec", PyCF_ALLOW_TOP_LEVEL_AWAIT, 1);
-    if (code == NULL) {
-        goto error;
-    }
-    if (!PyCode_Check(code)) {
+    if (code != NULL && !PyCode_Check(code)) {
         PyErr_SetString(PyExc_SystemError, "compile() did not return code");
-        goto error;
+        Py_CLEAR(code);
     }
-    globals = PyDict_Copy(r->g);
-    if (globals == NULL) {
-        goto error;
-    }
-    run = sp_context_new_run(r->ok_dests, r->data, r->yolo);
+done:
+    Py_XDECREF(filename);
+    Py_XDECREF(tree);
+    return code;
+}
+
+/* Runner.run(code) -> Cell.  Nothing happens until the Cell is awaited:
+ * then the code is checked, compiled and run, so a syntax error surfaces
+ * at the await as any other error of the cell does. */
+static PyObject *
+runner_run(PyObject *self, PyObject *source)
+{
+    SpRunner *r = (SpRunner *)self;
+    SpRun *run = sp_context_new_run(r->ok_dests, r->data, r->yolo);
     if (run == NULL) {
-        goto error;
+        return NULL;
     }
-    cell = PyObject_GC_New(SpCell, runner_global.cell_type);
+    SpCell *cell = PyObject_GC_New(SpCell, runner_global.cell_type);
     if (cell == NULL) {
-        goto error;
+        Py_DECREF(run);
+        return NULL;
     }
     Py_INCREF(runner_global.cell_type);
     cell->runner = Py_NewRef(self);
-    cell->run = run;         /* reference moves into the cell */
-    cell->code = code;       /* idem */
-    cell->globals = globals; /* idem */
-    cell->coro = cell->waiter = cell->seen = cell->error = NULL;
-    cell->has_result = has_result;
+    cell->run = run; /* reference moves into the cell */
+    cell->source = Py_NewRef(source);
+    cell->code = cell->globals = cell->coro = cell->waiter = NULL;
+    cell->seen = cell->error = NULL;
+    cell->has_result = 0;
     cell->state = CELL_START;
     PyObject_GC_Track(cell);
-    Py_DECREF(filename);
-    Py_DECREF(tree);
     return (PyObject *)cell;
-error:
-    Py_XDECREF(filename);
-    Py_XDECREF(tree);
-    Py_XDECREF(code);
-    Py_XDECREF(globals);
-    Py_XDECREF(run);
-    return NULL;
 }
 
 /* Capture asyncio's functions once, before any cell could replace them. */
@@ -917,6 +913,22 @@ cell_drive(SpCell *self, PyObject *it, PyObject *arg, PyObject *exc,
 static int
 cell_start(SpCell *self)
 {
+    SpRunner *r = (SpRunner *)self->runner;
+    self->code = runner_compile(r, self->source, &self->has_result);
+    if (self->code == NULL) {
+        return -1;
+    }
+    /* A copy of the host namespace: the cell's top-level names are its
+     * globals; new ones reach the host through runner_export. */
+    self->globals = PyDict_Copy(r->g);
+    if (self->globals == NULL) {
+        return -1;
+    }
+    /* As exec() does: without __builtins__ a cell's imports misbehave. */
+    if (PyDict_SetDefault(self->globals, runner_global.builtins_name,
+                          PyEval_GetBuiltins()) == NULL) {
+        return -1;
+    }
     if (cell_begin(self) < 0) {
         return -1;
     }
@@ -966,6 +978,9 @@ cell_take_result(SpCell *self)
 static void
 cell_export_on_error(SpCell *self)
 {
+    if (self->globals == NULL) {
+        return; /* failed before running: nothing to export */
+    }
     PyObject *pending = sp_err_get_raised();
     if (PyDict_DelItem(self->globals, runner_global.result_name) < 0) {
         PyErr_Clear();
@@ -1245,12 +1260,14 @@ runner_global_init(PyObject *module)
     }
     runner_global.result_name = PyUnicode_InternFromString(RUNNER_RESULT);
     runner_global.cell_prefix = PyUnicode_InternFromString("<pyrun_");
+    runner_global.builtins_name = PyUnicode_InternFromString("__builtins__");
     runner_global.default_banned = Py_BuildValue(
         "(ssss)", "socket", "importlib", "ctypes", "safepyrun");
     if (runner_global.compile == NULL || runner_global.ast_expr == NULL ||
         runner_global.ast_assign == NULL || runner_global.ast_name == NULL ||
         runner_global.ast_store == NULL || runner_global.result_name == NULL ||
         runner_global.cell_prefix == NULL ||
+        runner_global.builtins_name == NULL ||
         runner_global.default_banned == NULL) {
         goto done;
     }
