@@ -18,13 +18,17 @@ is a ``PermissionError`` that says what was refused and why.
 from __future__ import annotations
 
 import sys
-from typing import Any, Awaitable
+import types
+from typing import Any, Awaitable, Callable
 
 from . import _engine
-from ._engine import should_export, srcfn
+from ._engine import (CallInfo, DenyInfo, chk_dest, in_run, set_data,
+                      should_export, srcfn, track_call)
 
-__all__ = ["RunPython", "find_var", "should_export", "srcfn",
-           "default_ok_dests", "UNSET"]
+__all__ = ["RunPython", "allow", "allow_imports", "AllowPolicy",
+           "PosAllowPolicy", "PathWritePolicy", "OpenWritePolicy", "chk_dest",
+           "set_data", "track_call", "find_var", "should_export", "srcfn",
+           "default_ok_dests", "DenyInfo", "CallInfo", "UNSET"]
 
 
 class _Unset:
@@ -35,9 +39,6 @@ class _Unset:
 
 
 UNSET = _Unset()
-
-#: Where cells may write when RunPython is given no ok_dests: nowhere.
-default_ok_dests: list[str] = []
 
 
 def find_var(var: str) -> Any:
@@ -50,6 +51,129 @@ def find_var(var: str) -> Any:
         frame = frame.f_back
     raise NameError(f"{var!r} is not defined in any calling frame")
 
+
+# ---- trust ------------------------------------------------------------------
+
+def allow(*items: Any, allow_policy: Callable | None = None) -> Any:
+    """Trust callables: effects that would be refused are permitted while a
+    trusted call is active, optionally only when ``allow_policy`` (or a
+    per-name policy) accepts the call's real arguments.
+
+    Items may be a function, a method (``Cls.meth``: any instance), a bound
+    method or callable instance (that object only), a class or module (all
+    of it), a native function, or a dict
+    ``{module_or_class: [name, (name, policy), ...] or ...}``; a
+    ``'package.*'`` key with ``...`` trusts a package's code.  Works as a
+    decorator (``@allow`` or ``@allow(allow_policy=p)``), returning the
+    function.  Refused (``PermissionError``) inside a sandboxed run.
+    """
+    if not items:
+        return lambda fn: allow(fn, allow_policy=allow_policy)
+    for item in items:
+        if isinstance(item, dict):
+            for owner, spec in item.items():
+                _allow_spec(owner, spec, allow_policy)
+        elif hasattr(item, "__allow__") and not isinstance(item, type):
+            allow(*item.__allow__(), allow_policy=allow_policy)
+        else:
+            _engine.allow_register(item, None, allow_policy)
+    return items[0]
+
+
+def _allow_spec(owner: Any, spec: Any, allow_policy: Callable | None) -> None:
+    """Register one ``owner: spec`` pair of allow()'s dict form."""
+    if spec is ...:
+        _engine.allow_register(owner, None, allow_policy)
+        return
+    if isinstance(spec, (str, tuple)):
+        spec = [spec]
+    for entry in spec:
+        if entry is ...:
+            _engine.allow_register(owner, None, allow_policy)
+        elif isinstance(entry, str):
+            _engine.allow_register(owner, entry, allow_policy)
+        elif isinstance(entry, tuple) and len(entry) == 2:
+            name, policy = entry
+            _engine.allow_register(owner, None if name is ... else name, policy)
+        else:
+            raise TypeError(f"allow(): expected a name, (name, policy) or ..., "
+                            f"not {entry!r}")
+
+
+def disallow(owner: Any, name: str | None = None,
+             policy: Callable | None = None) -> None:
+    """Remove one registration made by allow()."""
+    _engine.allow_remove(owner, name, policy)
+
+
+def allow_imports(*modules: str) -> None:
+    """Trust the import-time code of these modules (and their submodules)
+    while they initialise inside a run: font caches, optional-dependency
+    probes and similar harmless side effects."""
+    for name in modules:
+        _engine.allow_import(name)
+
+
+class AllowPolicy:
+    """Base class for policies: ``policy(obj, args, kwargs, data)`` is called
+    with the trusted call's object (``self`` of a method, else None), its
+    positional and keyword arguments, and the run's data (which holds
+    ``ok_dests``).  Refuse by raising ``PermissionError`` (or returning
+    False); anything else allows."""
+
+    def __call__(self, obj: Any, args: list, kwargs: dict, data: dict) -> Any:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class PosAllowPolicy(AllowPolicy):
+    """Allow when the path argument at position ``pos`` (or keyword ``kw``)
+    lies inside ok_dests; buffers and file objects are not paths and pass."""
+
+    def __init__(self, pos: int = 0, kw: str | None = None):
+        self.pos, self.kw = pos, kw
+
+    def __call__(self, obj, args, kwargs, data):
+        if self.kw is not None and self.kw in kwargs:
+            target = kwargs[self.kw]
+        elif self.pos < len(args):
+            target = args[self.pos]
+        else:
+            return
+        if isinstance(target, (str, bytes)) or hasattr(target, "__fspath__"):
+            chk_dest(target, data)
+
+
+class PathWritePolicy(AllowPolicy):
+    """Allow a ``Path`` method when the path itself (``obj``), and the target
+    argument if given by ``target_pos``/``target_kw``, lie inside ok_dests."""
+
+    def __init__(self, target_pos: int | None = None,
+                 target_kw: str | None = None):
+        self.target_pos, self.target_kw = target_pos, target_kw
+
+    def __call__(self, obj, args, kwargs, data):
+        chk_dest(obj, data)
+        if self.target_pos is not None and self.target_pos < len(args):
+            chk_dest(args[self.target_pos], data)
+        if self.target_kw is not None and self.target_kw in kwargs:
+            chk_dest(kwargs[self.target_kw], data)
+
+
+class OpenWritePolicy(AllowPolicy):
+    """Allow ``open(file, mode)``-shaped calls that read; a mode that writes
+    (w, a, x or +) needs the file inside ok_dests."""
+
+    def __call__(self, obj, args, kwargs, data):
+        mode = kwargs.get("mode", args[1] if len(args) > 1 else "r")
+        if isinstance(mode, str) and any(c in mode for c in "wax+"):
+            chk_dest(args[0] if args else kwargs.get("file"), data)
+
+
+# ---- running cells ------------------------------------------------------------
 
 def _host_namespace(sentinel: str | None) -> dict:
     """The namespace cells run in when RunPython gets no ``g``: IPython's
@@ -84,13 +208,15 @@ class RunPython:
 
     def __init__(self, g: dict | None = None, sentinel: str | None = None,
                  ok_dests: Any = UNSET, ban_imports: Any = None,
-                 ban_defs: bool = False, yolo: bool = False, **data: Any):
+                 ban_defs: bool = False, yolo: bool = False,
+                 pre_deny: Callable[[DenyInfo], bool | None] | None = None,
+                 **data: Any):
         if g is None:
             g = _host_namespace(sentinel)
         if ok_dests is UNSET:
-            ok_dests = list(default_ok_dests)
+            ok_dests = _engine.get_default_ok_dests()
         self._runner = _engine.Runner(g, ok_dests, ban_imports, ban_defs,
-                                      yolo, data)
+                                      yolo, data, pre_deny)
 
     @property
     def g(self) -> dict:
@@ -113,3 +239,39 @@ class RunPython:
 
     def __repr__(self) -> str:
         return f"RunPython(ok_dests={self.ok_dests!r})"
+
+
+# ---- the module itself --------------------------------------------------------
+
+class _SafepyrunModule(types.ModuleType):
+    """The safepyrun module.  ``default_ok_dests`` is stored in the engine;
+    assigning module attributes from sandboxed code is refused, so a cell
+    cannot swap the functions the host calls (the engine never reads its
+    policy from these attributes in any case)."""
+
+    @property
+    def default_ok_dests(self) -> list[str] | None:
+        """Where cells may write when RunPython gets no ok_dests (default:
+        nowhere)."""
+        return _engine.get_default_ok_dests()
+
+    @default_ok_dests.setter
+    def default_ok_dests(self, value: Any) -> None:
+        _engine.set_default_ok_dests(value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if in_run():
+            raise PermissionError(
+                f"safepyrun refused to set safepyrun.{name}: sandboxed code "
+                "cannot change the sandbox")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if in_run():
+            raise PermissionError(
+                f"safepyrun refused to delete safepyrun.{name}: sandboxed "
+                "code cannot change the sandbox")
+        super().__delattr__(name)
+
+
+sys.modules[__name__].__class__ = _SafepyrunModule

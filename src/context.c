@@ -33,6 +33,7 @@ run_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(run->ok_dests);
     Py_VISIT(run->data);
     Py_VISIT(run->denials);
+    Py_VISIT(run->pre_deny);
     return 0;
 }
 
@@ -43,6 +44,7 @@ run_tp_clear(PyObject *self)
     Py_CLEAR(run->ok_dests);
     Py_CLEAR(run->data);
     Py_CLEAR(run->denials);
+    Py_CLEAR(run->pre_deny);
     return 0;
 }
 
@@ -121,7 +123,8 @@ sp_context_var(void)
 }
 
 SpRun *
-sp_context_new_run(PyObject *ok_dests, PyObject *data, int yolo)
+sp_context_new_run(PyObject *ok_dests, PyObject *data, PyObject *pre_deny,
+                   int yolo)
 {
     PyTypeObject *tp = context_global.run_type;
     SpRun *run = PyObject_GC_New(SpRun, tp);
@@ -131,6 +134,7 @@ sp_context_new_run(PyObject *ok_dests, PyObject *data, int yolo)
     Py_INCREF(tp); /* heap-type instances own a reference to their type */
     run->ok_dests = Py_NewRef(ok_dests);
     run->data = Py_NewRef(data);
+    run->pre_deny = pre_deny == Py_None ? NULL : Py_NewRef(pre_deny);
     run->yolo = yolo;
     run->denials = PyList_New(0);
     if (run->denials == NULL) {
@@ -171,20 +175,26 @@ sp_context_enter(SpRun *run)
 }
 
 int
-sp_context_leave(PyObject *token)
+sp_context_leave_var(PyObject *var, PyObject *token)
 {
     /* Called on error paths too: the pending exception must survive. */
     PyObject *exc = sp_err_get_raised();
-    int rc = PyContextVar_Reset(context_global.run_var, token);
+    int rc = PyContextVar_Reset(var, token);
     Py_DECREF(token);
     if (exc != NULL) {
         if (rc < 0) {
             /* The cell's error matters more than a failed reset. */
-            PyErr_WriteUnraisable(context_global.run_var);
+            PyErr_WriteUnraisable(var);
         }
         sp_err_set_raised(exc);
     }
     return rc;
+}
+
+int
+sp_context_leave(PyObject *token)
+{
+    return sp_context_leave_var(context_global.run_var, token);
 }
 
 int
@@ -208,4 +218,18 @@ sp_context_is_denial(SpRun *run, PyObject *exc)
         }
     }
     return 0;
+}
+
+PyObject *
+sp_context_call_outside(PyObject *fn, PyObject *arg)
+{
+    PyObject *token = PyContextVar_Set(context_global.run_var, Py_None);
+    if (token == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_CallOneArg(fn, arg);
+    if (sp_context_leave(token) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
 }

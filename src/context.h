@@ -22,6 +22,7 @@ typedef struct {
     PyObject *denials;  /* owned: list of the PermissionErrors the hook
                            raised in this run, newest last, bounded; the
                            runner unwraps wrapped errors by identity */
+    PyObject *pre_deny; /* owned or NULL: host hook called before a refusal */
     int yolo;           /* nonzero: nothing is gated */
 } SpRun;
 
@@ -33,8 +34,14 @@ int sp_context_init(PyObject *module);
 PyObject *sp_context_var(void);
 
 /* New run.  `ok_dests` is a normalised tuple or None; `data` a dict (a
- * reference is taken; it is not copied).  Returns a new reference. */
-SpRun *sp_context_new_run(PyObject *ok_dests, PyObject *data, int yolo);
+ * reference is taken; it is not copied); `pre_deny` a callable or None.
+ * Returns a new reference. */
+SpRun *sp_context_new_run(PyObject *ok_dests, PyObject *data,
+                          PyObject *pre_deny, int yolo);
+
+/* Run `fn(arg)` with no run active in the current context (host hooks such
+ * as pre_deny are host code, not sandboxed).  New reference or NULL. */
+PyObject *sp_context_call_outside(PyObject *fn, PyObject *arg);
 
 /* The run active in the current context: -1 error, 0 none (or a yolo run),
  * 1 found with *run a new reference.  *run is NULL unless 1. */
@@ -46,6 +53,10 @@ PyObject *sp_context_enter(SpRun *run);
 /* Undo sp_context_enter.  Keeps any pending exception intact.
  * Steals `token`. Returns 0, or -1 with an exception. */
 int sp_context_leave(PyObject *token);
+
+/* Reset another context variable with its token, keeping any pending
+ * exception.  Steals `token`.  0 ok, -1 error. */
+int sp_context_leave_var(PyObject *var, PyObject *token);
 
 /* Remember `exc` (a PermissionError the hook is raising) in `run`. */
 int sp_context_record_denial(SpRun *run, PyObject *exc);

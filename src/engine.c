@@ -1,6 +1,6 @@
 /* engine.c - the safepyrun._engine module: wires the parts together.
  *
- * Each part (rules, context, hook, runner) has its own file and an
+ * Each part (rules, context, registry, trust, hook, runner) has its own file and an
  * sp_<area>_init called from the one exec function below, in dependency
  * order.  The audit hook is process-wide and cannot be removed, so the
  * state it reads is process-wide too and outlives any one module object;
@@ -13,9 +13,12 @@
 #include "check.h"
 #include "context.h"
 #include "hook.h"
+#include "monitor.h"
 #include "paths.h"
+#include "registry.h"
 #include "rules.h"
 #include "runner.h"
+#include "trust.h"
 
 PyDoc_STRVAR(normalise_dests_doc,
 "normalise_dests(ok_dests) -> tuple[str, ...] | None\n\n"
@@ -140,7 +143,63 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(chk_dest_doc,
+"chk_dest(path, ok_dests) -> None\n\n"
+"Raise PermissionError unless path lies inside one of ok_dests (a list of\n"
+"paths, or a policy's data mapping holding 'ok_dests').  ok_dests=None\n"
+"allows everything.  The same C resolution as the audit hook: '~', '..'\n"
+"and symlinks resolved; a destination itself counts as inside.");
+
+static PyObject *
+engine_chk_dest(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "chk_dest() takes 2 arguments (path, ok_dests), %zd given",
+                     nargs);
+        return NULL;
+    }
+    PyObject *path = args[0], *given = args[1], *dests = NULL, *res = NULL;
+    PyObject *resolved = NULL;
+    if (PyDict_Check(given)) {
+        given = PyDict_GetItemString(given, "ok_dests"); /* borrowed */
+        if (given == NULL) {
+            PyErr_SetString(PyExc_KeyError,
+                            "chk_dest(): the data mapping has no 'ok_dests'");
+            return NULL;
+        }
+    }
+    dests = sp_paths_normalise_dests(given);
+    if (dests == NULL) {
+        return NULL;
+    }
+    if (dests != Py_None) {
+        int ok = sp_paths_check_write(path, -1, SP_PATH_FOLLOW | SP_PATH_SELF,
+                                      dests, &resolved);
+        if (ok < 0) {
+            goto done;
+        }
+        if (ok == 0) {
+            PyObject *list = PySequence_List(dests);
+            if (list != NULL) {
+                PyErr_Format(PyExc_PermissionError,
+                             "Dest %R not allowed; permitted: %R", path, list);
+                Py_DECREF(list);
+            }
+            goto done;
+        }
+    }
+    res = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(resolved);
+    Py_DECREF(dests);
+    return res;
+}
+
 static PyMethodDef engine_methods[] = {
+    {"chk_dest", (PyCFunction)(void (*)(void))engine_chk_dest, METH_FASTCALL,
+     chk_dest_doc},
     {"normalise_dests", engine_normalise_dests, METH_O, normalise_dests_doc},
     {"resolve", (PyCFunction)(void (*)(void))engine_resolve,
      METH_VARARGS | METH_KEYWORDS, resolve_doc},
@@ -155,7 +214,9 @@ static int
 engine_exec(PyObject *module)
 {
     if (sp_rules_init() < 0 || sp_context_init(module) < 0 ||
-        sp_hook_init(module) < 0 || sp_runner_init(module) < 0) {
+        sp_registry_init(module) < 0 || sp_trust_init(module) < 0 ||
+        sp_monitor_init(module) < 0 || sp_hook_init(module) < 0 ||
+        sp_runner_init(module) < 0) {
         return -1;
     }
     return 0;

@@ -26,6 +26,7 @@
 #include "context.h"
 #include "paths.h"
 #include "rules.h"
+#include "trust.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -239,6 +240,53 @@ done:
     return -1;
 }
 
+/* A would-be refusal: allowed after all when a trusted call is active or
+ * the host's pre_deny hook says so; refused otherwise, with the policies'
+ * refusals (if any) added to `detail` (borrowed, may be NULL).  0 allow,
+ * -1 with an exception. */
+static int
+hook_deny(SpRun *run, const sp_rule *rule, const char *event, PyObject *args,
+          PyObject *shown, PyObject *detail)
+{
+    PyObject *refusals = NULL, *full = NULL;
+    int trusted = sp_trust_search(run, &refusals);
+    if (trusted != 0) {
+        return trusted < 0 ? -1 : 0;
+    }
+    int pre = sp_trust_pre_deny(run, event, args);
+    if (pre != 0) {
+        Py_DECREF(refusals);
+        return pre < 0 ? -1 : 0;
+    }
+    if (PyList_GET_SIZE(refusals) > 0) {
+        PyObject *sep = PyUnicode_FromString("; ");
+        PyObject *joined = sep == NULL ? NULL : PyUnicode_Join(sep, refusals);
+        Py_XDECREF(sep);
+        if (joined == NULL) {
+            Py_DECREF(refusals);
+            return -1;
+        }
+        full = detail != NULL
+            ? PyUnicode_FromFormat("%U; the trusted call's policies refused: %U",
+                                   detail, joined)
+            : PyUnicode_FromFormat(" (the trusted call's policies refused: %U)",
+                                   joined);
+        Py_DECREF(joined);
+        if (full == NULL) {
+            Py_DECREF(refusals);
+            return -1;
+        }
+        detail = full;
+        if (shown == NULL) {
+            shown = Py_None;
+        }
+    }
+    Py_DECREF(refusals);
+    int rc = hook_refuse(run, rule, event, shown, detail);
+    Py_XDECREF(full);
+    return rc;
+}
+
 /* Argument `i` of the event, borrowed, or NULL when absent. */
 static inline PyObject *
 hook_arg(PyObject *args, int i)
@@ -337,9 +385,11 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
             if (detail == NULL) {
                 return -1;
             }
-            hook_refuse(run, rule, event, path, detail);
+            int rc = hook_deny(run, rule, event, args, path, detail);
             Py_DECREF(detail);
-            return -1;
+            if (rc < 0) {
+                return -1;
+            }
         }
         Py_DECREF(resolved);
     }
@@ -448,7 +498,7 @@ hook_judge(SpRun *run, const sp_rule *rule, const char *event,
 {
     PyObject *shown = rule != NULL ? hook_arg(args, rule->show_arg) : args;
     if (rule == NULL) {
-        return hook_refuse(run, rule, event, args, NULL);
+        return hook_deny(run, rule, event, args, args, NULL);
     }
     switch ((sp_rule_kind)rule->kind) {
     case SP_RULE_ALLOW:
@@ -479,7 +529,7 @@ hook_judge(SpRun *run, const sp_rule *rule, const char *event,
     case SP_RULE_DENY:
         break;
     }
-    return hook_refuse(run, rule, event, shown, NULL);
+    return hook_deny(run, rule, event, args, shown, NULL);
 }
 
 static int

@@ -32,7 +32,9 @@
 #include "check.h"
 #include "context.h"
 #include "hook.h"
+#include "monitor.h"
 #include "paths.h"
+#include "trust.h"
 
 #define RUNNER_RESULT "__safepyrun_result__"
 #define RUNNER_MAX_UNWRAP 32
@@ -221,7 +223,8 @@ typedef struct {
     PyObject *g;        /* owned: host namespace (dict) */
     PyObject *ok_dests; /* owned: normalised tuple, or None */
     PyObject *banned;   /* owned: tuple of str */
-    PyObject *data;     /* owned: dict for policies */
+    PyObject *data;     /* owned: dict for policies (RunPython's keywords) */
+    PyObject *pre_deny; /* owned: callable or None */
     int ban_defs;
     int yolo;
 } SpRunner;
@@ -235,6 +238,7 @@ runner_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(r->ok_dests);
     Py_VISIT(r->banned);
     Py_VISIT(r->data);
+    Py_VISIT(r->pre_deny);
     return 0;
 }
 
@@ -246,6 +250,7 @@ runner_tp_clear(PyObject *self)
     Py_CLEAR(r->ok_dests);
     Py_CLEAR(r->banned);
     Py_CLEAR(r->data);
+    Py_CLEAR(r->pre_deny);
     return 0;
 }
 
@@ -259,17 +264,24 @@ runner_tp_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None) */
+/* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None,
+ *        pre_deny=None) */
 static PyObject *
 runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"g", "ok_dests", "banned", "ban_defs", "yolo",
-                             "data", NULL};
+                             "data", "pre_deny", NULL};
     PyObject *g, *ok_dests, *banned = Py_None, *data = Py_None;
+    PyObject *pre_deny = Py_None;
     int ban_defs = 0, yolo = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppO:Runner", kwlist, &g,
-                                     &ok_dests, &banned, &ban_defs, &yolo,
-                                     &data)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO:Runner", kwlist,
+                                     &g, &ok_dests, &banned, &ban_defs, &yolo,
+                                     &data, &pre_deny)) {
+        return NULL;
+    }
+    if (pre_deny != Py_None && !PyCallable_Check(pre_deny)) {
+        PyErr_Format(PyExc_TypeError, "pre_deny must be callable, not %T",
+                     pre_deny);
         return NULL;
     }
     if (!PyDict_Check(g)) {
@@ -286,6 +298,7 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     self->g = Py_NewRef(g);
+    self->pre_deny = Py_NewRef(pre_deny);
     self->ban_defs = ban_defs;
     self->yolo = yolo;
     self->ok_dests = sp_paths_normalise_dests(ok_dests);
@@ -316,8 +329,7 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         }
     }
     self->data = data == Py_None ? PyDict_New() : PyDict_Copy(data);
-    if (self->data == NULL ||
-        PyDict_SetItemString(self->data, "ok_dests", self->ok_dests) < 0) {
+    if (self->data == NULL) {
         goto error;
     }
     return (PyObject *)self;
@@ -351,8 +363,15 @@ static PyObject *
 runner_get_data(PyObject *self, void *c)
 {
     (void)c;
-    /* A copy: the run's policy data cannot be changed through it. */
+    /* A copy: the runner's policy data cannot be changed through it. */
     return PyDict_Copy(((SpRunner *)self)->data);
+}
+
+static PyObject *
+runner_get_pre_deny(PyObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(((SpRunner *)self)->pre_deny);
 }
 
 static PyObject *
@@ -378,6 +397,8 @@ static PyGetSetDef runner_getset[] = {
     {"data", runner_get_data, NULL, "A copy of the data handed to policies.",
      NULL},
     {"ban_defs", runner_get_ban_defs, NULL, "Whether def/class are refused.",
+     NULL},
+    {"pre_deny", runner_get_pre_deny, NULL, "The host's pre_deny hook, or None.",
      NULL},
     {"yolo", runner_get_yolo, NULL, "True when nothing is gated.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -594,7 +615,17 @@ static PyObject *
 runner_run(PyObject *self, PyObject *source)
 {
     SpRunner *r = (SpRunner *)self;
-    SpRun *run = sp_context_new_run(r->ok_dests, r->data, r->yolo);
+    /* The run's data: set_data() defaults, then RunPython's keywords, then
+     * ok_dests; a fresh dict per cell, so a policy cannot change another
+     * run's data. */
+    PyObject *data = PyDict_Copy(sp_trust_default_data());
+    if (data == NULL || PyDict_Update(data, r->data) < 0 ||
+        PyDict_SetItemString(data, "ok_dests", r->ok_dests) < 0) {
+        Py_XDECREF(data);
+        return NULL;
+    }
+    SpRun *run = sp_context_new_run(r->ok_dests, data, r->pre_deny, r->yolo);
+    Py_DECREF(data);
     if (run == NULL) {
         return NULL;
     }
@@ -895,13 +926,20 @@ cell_drive(SpCell *self, PyObject *it, PyObject *arg, PyObject *exc,
            PyObject **out)
 {
     *out = NULL;
+    sp_monitor_saved saved;
+    if (sp_monitor_enter(&saved) < 0) {
+        return PYGEN_ERROR;
+    }
     PyObject *token = sp_context_enter(self->run);
     if (token == NULL) {
+        sp_monitor_leave(&saved);
         return PYGEN_ERROR;
     }
     PySendResult r = exc != NULL ? cell_throw_into(it, exc, out)
                                  : PyIter_Send(it, arg, out);
-    if (sp_context_leave(token) < 0 && r != PYGEN_ERROR) {
+    int left = sp_context_leave(token);
+    sp_monitor_leave(&saved);
+    if (left < 0 && r != PYGEN_ERROR) {
         Py_CLEAR(*out);
         return PYGEN_ERROR;
     }
@@ -929,15 +967,22 @@ cell_start(SpCell *self)
                           PyEval_GetBuiltins()) == NULL) {
         return -1;
     }
-    if (cell_begin(self) < 0) {
+    if (cell_begin(self) < 0 || sp_monitor_sync() < 0) {
+        return -1;
+    }
+    sp_monitor_saved saved;
+    if (sp_monitor_enter(&saved) < 0) {
         return -1;
     }
     PyObject *token = sp_context_enter(self->run);
     if (token == NULL) {
+        sp_monitor_leave(&saved);
         return -1;
     }
     PyObject *res = PyEval_EvalCode(self->code, self->globals, self->globals);
-    if (sp_context_leave(token) < 0 || res == NULL) {
+    int left = sp_context_leave(token);
+    sp_monitor_leave(&saved);
+    if (left < 0 || res == NULL) {
         Py_XDECREF(res);
         return -1;
     }

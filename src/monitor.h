@@ -1,0 +1,33 @@
+/* monitor.h - the call monitor: runs policies when a gated function starts.
+ *
+ * A (name, policy) registration gates the call itself: inside a run, the
+ * policies decide before the function's body runs (trust.c judges; this
+ * file arranges to be told).  3.12+ uses sys.monitoring PY_START events set
+ * on exactly the gated code objects, so no other call pays anything; 3.11
+ * installs a C profile function while a cell's steps run.
+ */
+#ifndef SP_MONITOR_H
+#define SP_MONITOR_H
+
+#include "compat.h"
+
+int sp_monitor_init(PyObject *module);
+
+/* Bring the monitor in line with the registry (after allow() changed it).
+ * Called by the runner before a cell starts, outside the run context.
+ * 0 ok, -1 error. */
+int sp_monitor_sync(void);
+
+/* Around each step of a cell (outside its run context): on 3.11 install
+ * the profile function while gated codes exist, and restore the previous
+ * one afterwards.  No-ops on 3.12+.  `saved` is caller storage. */
+typedef struct {
+    int active;
+    Py_tracefunc func;
+    PyObject *obj; /* owned while active */
+} sp_monitor_saved;
+
+int sp_monitor_enter(sp_monitor_saved *saved);
+void sp_monitor_leave(sp_monitor_saved *saved);
+
+#endif /* SP_MONITOR_H */

@@ -1,0 +1,955 @@
+/* trust.c - the trusted-call search and everything that decides with it.
+ *
+ * A refusal is turned into an allowance when a callable the host trusted
+ * with allow() is active: its frame is on the Python stack between the
+ * event and the first frame of cell code, or (for async tools whose frames
+ * are gone) it was recorded by track_call in the current context.  Trust is
+ * decided by identity: a frame's code object is looked up in the registry
+ * (registry.c); names are never consulted, except 'pkg.*' prefixes, and a
+ * frame running cell code is never trusted and ends the search.
+ *
+ * A grant may carry policies: policy(obj, args, kwargs, data) with the
+ * call's real arguments (read from the frame: `self` removed for methods,
+ * *args and **kwargs expanded) and the run's data.  A policy refuses by
+ * raising PermissionError (or returning False); any policy that passes
+ * allows; when all refuse, the refusal lists each message.  Grants that
+ * name the attribute take precedence over a blanket grant of its owner.
+ *
+ * The same policies gate the call itself (sp_trust_gate_call, driven by
+ * monitor.c): inside a run, a call of a function registered with
+ * (name, policy) runs the policies before the body.
+ *
+ * Also here: set_data (default policy data), the pre_deny hook's info
+ * objects, track_call, and in_run.  Threading: GIL held throughout.
+ */
+#include "trust.h"
+
+#include "paths.h"
+#include "registry.h"
+
+#include <stddef.h>
+#include <structmember.h>
+
+/* Process-wide, owned, created by the first import. */
+static struct {
+    PyObject *calls_var;      /* ContextVar: tuple of tracked (fn, args, kwargs) */
+    PyObject *default_data;   /* dict: set_data() defaults */
+    PyObject *default_dests;  /* normalised default ok_dests (tuple/None) */
+    PyTypeObject *deny_info;  /* struct sequence DenyInfo */
+    PyTypeObject *call_info;  /* struct sequence CallInfo */
+    PyTypeObject *tracked;    /* track_call wrapper type */
+    PyTypeObject *tracked_aw; /* its awaitable */
+    PyObject *cell_prefix;    /* interned "<pyrun_" */
+    PyObject *module_name;    /* interned "<module>" */
+    PyObject *name_key;       /* interned "__name__" */
+    PyObject *empty_tuple;
+} trust;
+
+/* Frames the search walks at most; deeper stacks are not trusted. */
+#define TRUST_MAX_DEPTH 1000
+
+static int
+trust_is_cell_code(PyCodeObject *code)
+{
+    return PyUnicode_Check(code->co_filename) &&
+           PyUnicode_Tailmatch(code->co_filename, trust.cell_prefix, 0, 7, -1) == 1;
+}
+
+/* ---- arguments of a frame ---------------------------------------------- */
+
+/* Rebuild the call's arguments from `frame`'s locals: *args_out a new
+ * list of positional values (then *args expanded), *kwargs_out a new dict
+ * (keyword-only values, then **kwargs).  0 ok, -1 error. */
+static int
+trust_frame_args(PyFrameObject *frame, PyCodeObject *code, PyObject **args_out,
+                 PyObject **kwargs_out)
+{
+    PyObject *locals = NULL, *names = NULL, *args = NULL, *kwargs = NULL;
+    int rc = -1;
+    *args_out = *kwargs_out = NULL;
+    locals = PyFrame_GetLocals(frame);
+    names = PyCode_GetVarnames(code);
+    args = PyList_New(0);
+    kwargs = PyDict_New();
+    if (locals == NULL || names == NULL || args == NULL || kwargs == NULL) {
+        goto done;
+    }
+    int argc = code->co_argcount, kwc = code->co_kwonlyargcount;
+    int i = 0, n = (int)PyTuple_GET_SIZE(names);
+    for (; i < argc + kwc && i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        PyObject *value = PyObject_GetItem(locals, name);
+        if (value == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                goto done;
+            }
+            PyErr_Clear(); /* deleted by the body: not there to check */
+            continue;
+        }
+        int r = i < argc ? PyList_Append(args, value)
+                         : PyDict_SetItem(kwargs, name, value);
+        Py_DECREF(value);
+        if (r < 0) {
+            goto done;
+        }
+    }
+    for (int flag = 0; flag < 2; flag++) {
+        int want = flag == 0 ? CO_VARARGS : CO_VARKEYWORDS;
+        if (!(code->co_flags & want) || i >= n) {
+            continue;
+        }
+        PyObject *value = PyObject_GetItem(locals, PyTuple_GET_ITEM(names, i++));
+        if (value == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                goto done;
+            }
+            PyErr_Clear();
+            continue;
+        }
+        int r;
+        if (flag == 0) {
+            PyObject *ext = PySequence_List(value);
+            r = ext == NULL ? -1 : PyList_SetSlice(args, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, ext);
+            Py_XDECREF(ext);
+        }
+        else {
+            r = PyDict_Check(value) ? PyDict_Update(kwargs, value) : 0;
+        }
+        Py_DECREF(value);
+        if (r < 0) {
+            goto done;
+        }
+    }
+    *args_out = Py_NewRef(args);
+    *kwargs_out = Py_NewRef(kwargs);
+    rc = 0;
+done:
+    Py_XDECREF(locals);
+    Py_XDECREF(names);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    return rc;
+}
+
+/* ---- judging grants ------------------------------------------------------ */
+
+/* Run one policy.  1 passed, 0 refused (message appended to `refusals`),
+ * -1 error (a policy's own non-PermissionError exception). */
+static int
+trust_run_policy(PyObject *policy, PyObject *obj, PyObject *args,
+                 PyObject *kwargs, PyObject *data, PyObject *refusals)
+{
+    PyObject *res = PyObject_CallFunctionObjArgs(policy, obj, args, kwargs,
+                                                 data, NULL);
+    if (res == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_PermissionError)) {
+            return -1;
+        }
+        PyObject *exc = sp_err_get_raised();
+        PyObject *msg = PyObject_Str(exc);
+        Py_DECREF(exc);
+        int rc = msg == NULL ? -1 : PyList_Append(refusals, msg);
+        Py_XDECREF(msg);
+        return rc < 0 ? -1 : 0;
+    }
+    int refused = res == Py_False;
+    Py_DECREF(res);
+    if (!refused) {
+        return 1;
+    }
+    PyObject *msg = PyUnicode_FromFormat("%R refused", policy);
+    int rc = msg == NULL ? -1 : PyList_Append(refusals, msg);
+    Py_XDECREF(msg);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Judge `grants` for one call whose arguments are `args` (a list, self
+ * included for methods) and `kwargs`.  `named_only` considers only grants
+ * that name an attribute (the call gate).
+ * Returns 1 trusted, 0 refused by policies, 2 no grant applies, -1 error. */
+static int
+trust_judge(PyObject *grants, PyObject *args, PyObject *kwargs, PyObject *data,
+            PyObject *refusals, int named_only)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(grants);
+    PyObject *first = PyList_GET_SIZE(args) > 0 ? PyList_GET_ITEM(args, 0) : NULL;
+    int any_named = 0, applies = 0;
+    /* Pass 1: which grants apply, and do named ones exist among them. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *g = PyTuple_GET_ITEM(grants, i);
+        PyObject *inst = PyTuple_GET_ITEM(g, SP_GRANT_INSTANCE);
+        if (inst != Py_None && inst != first) {
+            continue;
+        }
+        applies = 1;
+        any_named |= PyTuple_GET_ITEM(g, SP_GRANT_NAME) != Py_None;
+    }
+    if (!applies || (named_only && !any_named)) {
+        return 2;
+    }
+    /* Pass 2: an unconditional grant allows; else any passing policy. */
+    int policies = 0;
+    for (int want_policy = 0; want_policy < 2; want_policy++) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *g = PyTuple_GET_ITEM(grants, i);
+            PyObject *inst = PyTuple_GET_ITEM(g, SP_GRANT_INSTANCE);
+            PyObject *policy = PyTuple_GET_ITEM(g, SP_GRANT_POLICY);
+            if ((inst != Py_None && inst != first) ||
+                (any_named && PyTuple_GET_ITEM(g, SP_GRANT_NAME) == Py_None)) {
+                continue;
+            }
+            if (!want_policy) {
+                if (policy == Py_None) {
+                    return 1;
+                }
+                continue;
+            }
+            policies++;
+            int is_method = PyTuple_GET_ITEM(g, SP_GRANT_IS_METHOD) == Py_True;
+            PyObject *obj = is_method && first != NULL ? first : Py_None;
+            PyObject *rest = is_method && first != NULL
+                ? PyList_GetSlice(args, 1, PY_SSIZE_T_MAX)
+                : Py_NewRef(args);
+            if (rest == NULL) {
+                return -1;
+            }
+            int r = trust_run_policy(policy, obj, rest, kwargs, data, refusals);
+            Py_DECREF(rest);
+            if (r != 0) {
+                return r; /* 1 passed, -1 error */
+            }
+        }
+    }
+    return policies > 0 ? 0 : 2;
+}
+
+/* Judge the grants of the call running in `frame`. Same returns. */
+static int
+trust_judge_frame(SpRun *run, PyFrameObject *frame, PyCodeObject *code,
+                  PyObject *grants, PyObject *refusals, int named_only)
+{
+    PyObject *args, *kwargs;
+    if (trust_frame_args(frame, code, &args, &kwargs) < 0) {
+        return -1;
+    }
+    int r = trust_judge(grants, args, kwargs, run->data, refusals, named_only);
+    Py_DECREF(args);
+    Py_DECREF(kwargs);
+    return r;
+}
+
+/* Judge the calls track_call recorded in this context, newest first. */
+static int
+trust_judge_tracked(SpRun *run, PyObject *refusals)
+{
+    PyObject *calls = NULL;
+    if (PyContextVar_Get(trust.calls_var, trust.empty_tuple, &calls) < 0) {
+        return -1;
+    }
+    int verdict = 2;
+    for (Py_ssize_t i = PyTuple_GET_SIZE(calls) - 1; i >= 0 && verdict == 2; i--) {
+        PyObject *rec = PyTuple_GET_ITEM(calls, i); /* (fn, args, kwargs) */
+        PyObject *fn = PyTuple_GET_ITEM(rec, 0);
+        if (!PyFunction_Check(fn)) {
+            continue;
+        }
+        PyObject *grants = sp_registry_code_grants(PyFunction_GET_CODE(fn));
+        if (grants == NULL) {
+            continue;
+        }
+        PyObject *args = PySequence_List(PyTuple_GET_ITEM(rec, 1));
+        if (args == NULL) {
+            Py_DECREF(grants);
+            verdict = -1;
+            break;
+        }
+        verdict = trust_judge(grants, args, PyTuple_GET_ITEM(rec, 2), run->data,
+                              refusals, 0);
+        Py_DECREF(args);
+        Py_DECREF(grants);
+    }
+    Py_DECREF(calls);
+    return verdict;
+}
+
+int
+sp_trust_search(SpRun *run, PyObject **refusals)
+{
+    *refusals = PyList_New(0);
+    if (*refusals == NULL) {
+        return -1;
+    }
+    int verdict = 2, saw_cell = 0, depth = 0;
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed, then owned */
+    Py_XINCREF(frame);
+    while (frame != NULL && verdict == 2 && depth++ < TRUST_MAX_DEPTH) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        if (trust_is_cell_code(code)) {
+            saw_cell = 1;
+            Py_DECREF(code);
+            break;
+        }
+        PyObject *grants = sp_registry_code_grants((PyObject *)code);
+        if (grants != NULL) {
+            verdict = trust_judge_frame(run, frame, code, grants, *refusals, 0);
+            Py_DECREF(grants);
+        }
+        if (verdict == 2) {
+            PyObject *globals = PyFrame_GetGlobals(frame);
+            int module_level = PyUnicode_Check(code->co_name) &&
+                PyUnicode_Compare(code->co_name, trust.module_name) == 0;
+            if (sp_registry_globals_trusted(globals, module_level)) {
+                verdict = 1;
+            }
+            Py_XDECREF(globals);
+        }
+        Py_DECREF(code);
+        Py_SETREF(frame, PyFrame_GetBack(frame));
+    }
+    Py_XDECREF(frame);
+    if (verdict == 2 && !saw_cell) {
+        verdict = trust_judge_tracked(run, *refusals);
+    }
+    if (verdict == 1 || verdict < 0) {
+        Py_CLEAR(*refusals);
+    }
+    return verdict < 0 ? -1 : verdict == 1;
+}
+
+int
+sp_trust_gate_call(PyFrameObject *frame, PyObject *code)
+{
+    SpRun *run = NULL;
+    int active = sp_context_current(&run);
+    if (active <= 0) {
+        return active;
+    }
+    PyObject *refusals = NULL, *grants = NULL;
+    int rc = -1;
+    grants = sp_registry_code_grants(code);
+    refusals = PyList_New(0);
+    if (grants == NULL || refusals == NULL) {
+        rc = refusals == NULL ? -1 : 0;
+        goto done;
+    }
+    int verdict = trust_judge_frame(run, frame, (PyCodeObject *)code, grants,
+                                    refusals, 1);
+    if (verdict < 0) {
+        goto done;
+    }
+    if (verdict == 0) {
+        PyObject *sep = PyUnicode_FromString("; ");
+        PyObject *joined = sep == NULL ? NULL : PyUnicode_Join(sep, refusals);
+        Py_XDECREF(sep);
+        PyObject *exc = joined == NULL ? NULL : PyObject_CallFunction(
+            PyExc_PermissionError, "N",
+            PyUnicode_FromFormat("safepyrun refused the call %U(): %U",
+                                 ((PyCodeObject *)code)->co_qualname, joined));
+        Py_XDECREF(joined);
+        if (exc != NULL && sp_context_record_denial(run, exc) == 0) {
+            PyErr_SetObject(PyExc_PermissionError, exc);
+        }
+        Py_XDECREF(exc);
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(grants);
+    Py_XDECREF(refusals);
+    Py_DECREF(run);
+    return rc;
+}
+
+/* ---- pre_deny ------------------------------------------------------------ */
+
+static PyStructSequence_Field deny_info_fields[] = {
+    {"event", "the audit event"},
+    {"args", "the event's arguments"},
+    {"data", "the run's data (ok_dests and RunPython's extra keywords)"},
+    {"calls", "the Python calls active, innermost first (CallInfo)"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc deny_info_desc = {
+    "safepyrun.DenyInfo",
+    "What pre_deny(info) is told about a would-be refusal.",
+    deny_info_fields, 4,
+};
+
+static PyStructSequence_Field call_info_fields[] = {
+    {"module", "the module (globals __name__) of the function"},
+    {"qualname", "its qualified name"},
+    {"name", "its name"},
+    {"args", "positional arguments (a list)"},
+    {"kwargs", "keyword arguments (a dict)"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc call_info_desc = {
+    "safepyrun.CallInfo",
+    "One active call, as pre_deny sees it.",
+    call_info_fields, 5,
+};
+
+/* CallInfo for one frame.  New reference or NULL. */
+static PyObject *
+trust_call_info(PyFrameObject *frame)
+{
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    PyObject *globals = PyFrame_GetGlobals(frame);
+    PyObject *args = NULL, *kwargs = NULL, *info = NULL;
+    if (trust_frame_args(frame, code, &args, &kwargs) < 0) {
+        goto done;
+    }
+    PyObject *module = globals != NULL && PyDict_Check(globals)
+        ? PyDict_GetItemWithError(globals, trust.name_key) : NULL; /* borrowed */
+    if (module == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    info = PyStructSequence_New(trust.call_info);
+    if (info == NULL) {
+        goto done;
+    }
+    PyStructSequence_SetItem(info, 0, Py_NewRef(module != NULL ? module : Py_None));
+    PyStructSequence_SetItem(info, 1, Py_NewRef(code->co_qualname));
+    PyStructSequence_SetItem(info, 2, Py_NewRef(code->co_name));
+    PyStructSequence_SetItem(info, 3, Py_NewRef(args));
+    PyStructSequence_SetItem(info, 4, Py_NewRef(kwargs));
+done:
+    Py_DECREF(code);
+    Py_XDECREF(globals);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    return info;
+}
+
+/* The active calls for pre_deny: frames innermost first, up to and
+ * including the first frame of cell code.  New list or NULL. */
+static PyObject *
+trust_active_calls(void)
+{
+    PyObject *calls = PyList_New(0);
+    PyFrameObject *frame = PyEval_GetFrame();
+    Py_XINCREF(frame);
+    int depth = 0;
+    while (calls != NULL && frame != NULL && depth++ < TRUST_MAX_DEPTH) {
+        PyObject *info = trust_call_info(frame);
+        if (info == NULL || PyList_Append(calls, info) < 0) {
+            Py_XDECREF(info);
+            Py_CLEAR(calls);
+            break;
+        }
+        Py_DECREF(info);
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int cell = trust_is_cell_code(code);
+        Py_DECREF(code);
+        if (cell) {
+            break;
+        }
+        Py_SETREF(frame, PyFrame_GetBack(frame));
+    }
+    Py_XDECREF(frame);
+    return calls;
+}
+
+int
+sp_trust_pre_deny(SpRun *run, const char *event, PyObject *args)
+{
+    if (run->pre_deny == NULL) {
+        return 0;
+    }
+    PyObject *info = NULL, *calls = NULL, *res = NULL, *name = NULL;
+    int rc = -1;
+    calls = trust_active_calls();
+    name = PyUnicode_FromString(event);
+    info = PyStructSequence_New(trust.deny_info);
+    if (calls == NULL || name == NULL || info == NULL) {
+        goto done;
+    }
+    PyStructSequence_SetItem(info, 0, Py_NewRef(name));
+    PyStructSequence_SetItem(info, 1, Py_NewRef(args));
+    PyStructSequence_SetItem(info, 2, Py_NewRef(run->data));
+    PyStructSequence_SetItem(info, 3, Py_NewRef(calls));
+    res = sp_context_call_outside(run->pre_deny, info);
+    if (res == NULL) {
+        goto done;
+    }
+    rc = res == Py_True ? 1 : 0;
+done:
+    Py_XDECREF(info);
+    Py_XDECREF(calls);
+    Py_XDECREF(res);
+    Py_XDECREF(name);
+    return rc;
+}
+
+/* ---- set_data, in_run ------------------------------------------------------ */
+
+PyObject *
+sp_trust_default_data(void)
+{
+    return trust.default_data;
+}
+
+static PyObject *
+trust_py_set_data(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    (void)module;
+    if (PyTuple_GET_SIZE(args) != 0) {
+        PyErr_SetString(PyExc_TypeError, "set_data() takes keyword arguments only");
+        return NULL;
+    }
+    SpRun *run = NULL;
+    int active = sp_context_current(&run);
+    if (active != 0) {
+        Py_XDECREF(run);
+        if (active > 0) {
+            PyErr_SetString(PyExc_PermissionError,
+                            "safepyrun refused to change policy data: sandboxed "
+                            "code cannot call set_data()");
+        }
+        return NULL;
+    }
+    if (kwargs != NULL && PyDict_Update(trust.default_data, kwargs) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+trust_py_set_default_ok_dests(PyObject *module, PyObject *dests)
+{
+    (void)module;
+    SpRun *run = NULL;
+    int active = sp_context_current(&run);
+    if (active != 0) {
+        Py_XDECREF(run);
+        if (active > 0) {
+            PyErr_SetString(PyExc_PermissionError,
+                            "safepyrun refused to change default_ok_dests: "
+                            "sandboxed code cannot change policy");
+        }
+        return NULL;
+    }
+    PyObject *norm = sp_paths_normalise_dests(dests);
+    if (norm == NULL) {
+        return NULL;
+    }
+    Py_SETREF(trust.default_dests, norm);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+trust_py_get_default_ok_dests(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (trust.default_dests == Py_None) {
+        Py_RETURN_NONE;
+    }
+    return PySequence_List(trust.default_dests);
+}
+
+static PyObject *
+trust_py_get_data(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyDict_Copy(trust.default_data);
+}
+
+static PyObject *
+trust_py_in_run(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    SpRun *run = NULL;
+    int active = sp_context_current(&run);
+    Py_XDECREF(run);
+    return active < 0 ? NULL : PyBool_FromLong(active);
+}
+
+/* ---- track_call ------------------------------------------------------------ */
+
+/* track_call(fn) returns a Tracked callable: calling it records
+ * (fn, args, kwargs) in the `safepyrun.calls` context variable while fn
+ * runs and, when fn returns an awaitable, while each step of it runs.
+ * Tasks and callbacks it schedules copy the context, so the record follows
+ * the work an async tool hands off. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *fn;   /* owned */
+    PyObject *dict; /* owned or NULL: __dict__ (functools.wraps fills it) */
+} SpTracked;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *inner;  /* owned: fn's awaitable's iterator */
+    PyObject *calls;  /* owned: the calls tuple to set while stepping */
+} SpTrackedAwait;
+
+static int
+tracked_tp_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((SpTracked *)self)->fn);
+    Py_VISIT(((SpTracked *)self)->dict);
+    return 0;
+}
+
+static int
+tracked_tp_clear(PyObject *self)
+{
+    Py_CLEAR(((SpTracked *)self)->fn);
+    Py_CLEAR(((SpTracked *)self)->dict);
+    return 0;
+}
+
+static void
+tracked_tp_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)tracked_tp_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int
+tracked_aw_tp_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((SpTrackedAwait *)self)->inner);
+    Py_VISIT(((SpTrackedAwait *)self)->calls);
+    return 0;
+}
+
+static int
+tracked_aw_tp_clear(PyObject *self)
+{
+    Py_CLEAR(((SpTrackedAwait *)self)->inner);
+    Py_CLEAR(((SpTrackedAwait *)self)->calls);
+    return 0;
+}
+
+static void
+tracked_aw_tp_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)tracked_aw_tp_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* Call `fn(*args, **kwargs)` or step an awaitable with `calls` set. */
+static PyObject *
+tracked_with_calls(PyObject *calls, PyObject *callable, PyObject *args,
+                   PyObject *kwargs)
+{
+    PyObject *token = PyContextVar_Set(trust.calls_var, calls);
+    if (token == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_Call(callable, args, kwargs);
+    if (sp_context_leave_var(trust.calls_var, token) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
+static PyObject *
+tracked_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    SpTracked *t = (SpTracked *)self;
+    PyObject *outer = NULL, *rec = NULL, *calls = NULL, *res = NULL;
+    PyObject *kw = kwargs != NULL ? PyDict_Copy(kwargs) : PyDict_New();
+    if (kw == NULL || PyContextVar_Get(trust.calls_var, trust.empty_tuple, &outer) < 0) {
+        goto done;
+    }
+    rec = PyTuple_Pack(3, t->fn, args, kw);
+    PyObject *one = rec == NULL ? NULL : PyTuple_Pack(1, rec);
+    calls = one == NULL ? NULL : PySequence_Concat(outer, one);
+    Py_XDECREF(one);
+    if (calls == NULL) {
+        goto done;
+    }
+    res = tracked_with_calls(calls, t->fn, args, kwargs);
+    if (res == NULL) {
+        goto done;
+    }
+    /* An awaitable: its steps run with the record too. */
+    PyTypeObject *tp = Py_TYPE(res);
+    if (tp->tp_as_async != NULL && tp->tp_as_async->am_await != NULL) {
+        PyObject *inner = tp->tp_as_async->am_await(res);
+        if (inner == NULL) {
+            Py_CLEAR(res);
+            goto done;
+        }
+        SpTrackedAwait *aw = PyObject_GC_New(SpTrackedAwait, trust.tracked_aw);
+        if (aw == NULL) {
+            Py_DECREF(inner);
+            Py_CLEAR(res);
+            goto done;
+        }
+        Py_INCREF(trust.tracked_aw);
+        aw->inner = inner;
+        aw->calls = Py_NewRef(calls);
+        PyObject_GC_Track(aw);
+        Py_SETREF(res, (PyObject *)aw);
+    }
+done:
+    Py_XDECREF(kw);
+    Py_XDECREF(outer);
+    Py_XDECREF(rec);
+    Py_XDECREF(calls);
+    return res;
+}
+
+static PyObject *
+tracked_get_wrapped(PyObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(((SpTracked *)self)->fn);
+}
+
+static PyObject *
+tracked_getattro(PyObject *self, PyObject *name)
+{
+    /* Own attributes first; then the function's (__name__, __doc__...),
+     * so a tracked tool documents itself like the function. */
+    PyObject *res = PyObject_GenericGetAttr(self, name);
+    if (res != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return res;
+    }
+    PyErr_Clear();
+    return PyObject_GetAttr(((SpTracked *)self)->fn, name);
+}
+
+static PyObject *
+tracked_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    (void)type;
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyGetSetDef tracked_getset[] = {
+    {"__wrapped__", tracked_get_wrapped, NULL, "The tracked function.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef tracked_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(SpTracked, dict), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot tracked_slots[] = {
+    {Py_tp_doc, "A function wrapped by track_call."},
+    {Py_tp_traverse, tracked_tp_traverse},
+    {Py_tp_clear, tracked_tp_clear},
+    {Py_tp_dealloc, tracked_tp_dealloc},
+    {Py_tp_call, tracked_tp_call},
+    {Py_tp_getattro, tracked_getattro},
+    {Py_tp_descr_get, tracked_descr_get},
+    {Py_tp_getset, tracked_getset},
+    {Py_tp_members, tracked_members},
+    {0, NULL},
+};
+
+static PyType_Spec tracked_spec = {
+    .name = "safepyrun._engine.Tracked",
+    .basicsize = sizeof(SpTracked),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = tracked_slots,
+};
+
+static PySendResult
+tracked_aw_am_send(PyObject *self, PyObject *arg, PyObject **result)
+{
+    SpTrackedAwait *aw = (SpTrackedAwait *)self;
+    *result = NULL;
+    PyObject *token = PyContextVar_Set(trust.calls_var, aw->calls);
+    if (token == NULL) {
+        return PYGEN_ERROR;
+    }
+    PySendResult r = PyIter_Send(aw->inner, arg, result);
+    if (sp_context_leave_var(trust.calls_var, token) < 0 && r != PYGEN_ERROR) {
+        Py_CLEAR(*result);
+        return PYGEN_ERROR;
+    }
+    return r;
+}
+
+static PyObject *
+tracked_aw_iternext(PyObject *self)
+{
+    PyObject *value;
+    PySendResult r = tracked_aw_am_send(self, Py_None, &value);
+    if (r == PYGEN_NEXT) {
+        return value;
+    }
+    if (r == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+        Py_DECREF(value);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
+tracked_aw_send(PyObject *self, PyObject *arg)
+{
+    PyObject *value;
+    PySendResult r = tracked_aw_am_send(self, arg, &value);
+    if (r == PYGEN_NEXT) {
+        return value;
+    }
+    if (r == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+        Py_DECREF(value);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+/* throw/close go to the inner iterator with the record set. */
+static PyObject *
+tracked_aw_forward(PyObject *self, const char *method, PyObject *args)
+{
+    SpTrackedAwait *aw = (SpTrackedAwait *)self;
+    PyObject *fn = PyObject_GetAttrString(aw->inner, method);
+    if (fn == NULL) {
+        return NULL;
+    }
+    PyObject *res = tracked_with_calls(aw->calls, fn, args, NULL);
+    Py_DECREF(fn);
+    return res;
+}
+
+static PyObject *
+tracked_aw_throw(PyObject *self, PyObject *args)
+{
+    return tracked_aw_forward(self, "throw", args);
+}
+
+static PyObject *
+tracked_aw_close(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return tracked_aw_forward(self, "close", trust.empty_tuple);
+}
+
+static PyObject *
+tracked_aw_am_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyMethodDef tracked_aw_methods[] = {
+    {"send", tracked_aw_send, METH_O, NULL},
+    {"throw", tracked_aw_throw, METH_VARARGS, NULL},
+    {"close", tracked_aw_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot tracked_aw_slots[] = {
+    {Py_tp_traverse, tracked_aw_tp_traverse},
+    {Py_tp_clear, tracked_aw_tp_clear},
+    {Py_tp_dealloc, tracked_aw_tp_dealloc},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, tracked_aw_iternext},
+    {Py_tp_methods, tracked_aw_methods},
+    {Py_am_await, tracked_aw_am_await},
+    {Py_am_send, tracked_aw_am_send},
+    {0, NULL},
+};
+
+static PyType_Spec tracked_aw_spec = {
+    .name = "safepyrun._engine.TrackedAwaitable",
+    .basicsize = sizeof(SpTrackedAwait),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = tracked_aw_slots,
+};
+
+static PyObject *
+trust_py_track_call(PyObject *module, PyObject *fn)
+{
+    (void)module;
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "track_call() needs a callable, not %T", fn);
+        return NULL;
+    }
+    SpTracked *t = PyObject_GC_New(SpTracked, trust.tracked);
+    if (t == NULL) {
+        return NULL;
+    }
+    Py_INCREF(trust.tracked);
+    t->fn = Py_NewRef(fn);
+    t->dict = NULL;
+    PyObject_GC_Track(t);
+    return (PyObject *)t;
+}
+
+static PyMethodDef trust_functions[] = {
+    {"set_data", (PyCFunction)(void (*)(void))trust_py_set_data,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_data(**kw)\n\nDefault entries of the data mapping policies receive. "
+     "Refused inside a run."},
+    {"get_data", trust_py_get_data, METH_NOARGS,
+     "get_data() -> dict\n\nA copy of the set_data() defaults."},
+    {"set_default_ok_dests", trust_py_set_default_ok_dests, METH_O,
+     "set_default_ok_dests(dests)\n\nThe ok_dests of a RunPython given none. "
+     "Refused inside a run."},
+    {"get_default_ok_dests", trust_py_get_default_ok_dests, METH_NOARGS,
+     "get_default_ok_dests() -> list | None"},
+    {"in_run", trust_py_in_run, METH_NOARGS,
+     "in_run() -> bool\n\nWhether a gated run is active in this context."},
+    {"track_call", trust_py_track_call, METH_O,
+     "track_call(fn) -> callable\n\nMark an async tool: while it and the work "
+     "it schedules run, it counts as an active call for the trust search."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+sp_trust_init(PyObject *module)
+{
+    if (trust.calls_var == NULL) {
+        trust.cell_prefix = PyUnicode_InternFromString("<pyrun_");
+        trust.module_name = PyUnicode_InternFromString("<module>");
+        trust.name_key = PyUnicode_InternFromString("__name__");
+        trust.empty_tuple = PyTuple_New(0);
+        trust.default_data = PyDict_New();
+        trust.default_dests = PyTuple_New(0);
+        trust.calls_var = PyContextVar_New("safepyrun.calls", NULL);
+        trust.deny_info = PyStructSequence_NewType(&deny_info_desc);
+        trust.call_info = PyStructSequence_NewType(&call_info_desc);
+        trust.tracked = (PyTypeObject *)PyType_FromModuleAndSpec(module,
+                                                                 &tracked_spec, NULL);
+        trust.tracked_aw = (PyTypeObject *)PyType_FromModuleAndSpec(
+            module, &tracked_aw_spec, NULL);
+        if (trust.cell_prefix == NULL || trust.module_name == NULL ||
+            trust.name_key == NULL || trust.empty_tuple == NULL ||
+            trust.default_data == NULL || trust.default_dests == NULL ||
+            trust.calls_var == NULL ||
+            trust.deny_info == NULL || trust.call_info == NULL ||
+            trust.tracked == NULL || trust.tracked_aw == NULL) {
+            return -1;
+        }
+    }
+    if (PyModule_AddObjectRef(module, "DenyInfo", (PyObject *)trust.deny_info) < 0 ||
+        PyModule_AddObjectRef(module, "CallInfo", (PyObject *)trust.call_info) < 0) {
+        return -1;
+    }
+    return PyModule_AddFunctions(module, trust_functions);
+}
