@@ -57,7 +57,8 @@ test-one:
 asan:
 	$(call venv,$(PYTHON),$(VENVS)/asan)
 	$(call install,$(VENVS)/asan,$(WERROR) $(ASAN_FLAGS))
-	cd tests && LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	cd tests && SAFEPYRUN_ASAN=1 \
+	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  PYTHONMALLOC=malloc ../$(VENVS)/asan/bin/python -m pytest -q \
 	  -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any, Awaitable, Callable
 
 from . import _engine
 from ._engine import (CallInfo, DenyInfo, chk_dest, in_run, set_data,
@@ -75,6 +74,8 @@ def allow(*items: Any, allow_policy: Callable | None = None) -> Any:
                 _allow_spec(owner, spec, allow_policy)
         elif hasattr(item, "__allow__") and not isinstance(item, type):
             allow(*item.__allow__(), allow_policy=allow_policy)
+        elif isinstance(item, _engine.Tracked):
+            _engine.allow_register(item.__wrapped__, None, allow_policy)
         else:
             _engine.allow_register(item, None, allow_policy)
     return items[0]
@@ -206,6 +207,13 @@ class RunPython:
     ``[x**2 for x in range(5)]``; ``sorted(my_dict.items())``.
     """
 
+    # The engine entry points, held by the class: a cell can rebind names
+    # in this module's namespace (vars(module)[...] = ...), but changing a
+    # class attribute raises an audit event the engine refuses.
+    _Runner = _engine.Runner
+    _default_ok_dests = staticmethod(_engine.get_default_ok_dests)
+    _load_entry_points = staticmethod(lambda: None)  # set below
+
     def __init__(self, g: dict | None = None, sentinel: str | None = None,
                  ok_dests: Any = UNSET, ban_imports: Any = None,
                  ban_defs: bool = False, yolo: bool = False,
@@ -213,10 +221,12 @@ class RunPython:
                  **data: Any):
         if g is None:
             g = _host_namespace(sentinel)
+        cls = type(self)
+        cls._load_entry_points()  # only the first call reads them
         if ok_dests is UNSET:
-            ok_dests = _engine.get_default_ok_dests()
-        self._runner = _engine.Runner(g, ok_dests, ban_imports, ban_defs,
-                                      yolo, data, pre_deny)
+            ok_dests = cls._default_ok_dests()
+        self._runner = cls._Runner(g, ok_dests, ban_imports, ban_defs, yolo,
+                                   data, pre_deny)
 
     @property
     def g(self) -> dict:
@@ -275,3 +285,28 @@ class _SafepyrunModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _SafepyrunModule
+
+
+# ---- presets, tool description, IPython, user config (issue 3, items 6-9) ----
+# Kept in their own modules; imported here so `from safepyrun import ...`
+# finds them.  IPython, matplotlib and pandas are imported only when used.
+
+from .presets import (LocalWritePolicy, allow_matplotlib, allow_pandas,
+                      load_import_entry_points)
+from .describe import DocDescriptor as _DocDescriptor, describe
+from .ipython import (create_pyrun_magic, load_ipython_extension,
+                      unload_ipython_extension)
+
+__all__ += ["allow_matplotlib", "allow_pandas", "LocalWritePolicy",
+            "describe", "create_pyrun_magic", "load_ipython_extension",
+            "disallow"]
+
+# RunPython.__doc__ (and python.__doc__) describe the live registry.
+RunPython.__doc__ = _DocDescriptor()
+
+# The safepyrun_import_allow entry points are read on the first RunPython().
+RunPython._load_entry_points = staticmethod(load_import_entry_points)
+
+# The user config runs last, after every default is registered.
+from .config import load_config as _load_config  # noqa: E402
+_load_config()

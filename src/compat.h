@@ -89,4 +89,23 @@ sp_err_set_raised(PyObject *exc)
 #define sp_err_set_raised PyErr_SetRaisedException
 #endif
 
+/* Whether weak reference `wr` still refers to `obj`.  PyWeakref_GetObject
+ * (borrowed) is deprecated in 3.13, which adds PyWeakref_GetRef. */
+static inline int
+sp_weakref_is(PyObject *wr, PyObject *obj)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *ref = NULL;
+    if (PyWeakref_GetRef(wr, &ref) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = ref == obj;
+    Py_XDECREF(ref);
+    return same;
+#else
+    return PyWeakref_GetObject(wr) == obj;
+#endif
+}
+
 #endif /* SP_COMPAT_H */

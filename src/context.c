@@ -20,7 +20,14 @@
 static struct {
     PyTypeObject *run_type; /* owned: the SpRun heap type */
     PyObject *run_var;      /* owned: ContextVar holding the current SpRun */
+    PyObject *cell_codes;   /* owned: {id(code): (weakref(code), twin run)} */
 } context_global;
+
+static PyObject *context_code_gone(PyObject *key, PyObject *wr);
+
+static PyMethodDef context_code_gone_def = {
+    "safepyrun_code_gone", context_code_gone, METH_O,
+    "Forget a cell code object that was freed."};
 
 /* A cell that keeps retrying a refused operation should not grow memory. */
 #define CONTEXT_MAX_DENIALS 32
@@ -111,6 +118,10 @@ sp_context_init(PyObject *module)
         }
         context_global.run_type = (PyTypeObject *)tp;
         context_global.run_var = var;
+        context_global.cell_codes = PyDict_New();
+        if (context_global.cell_codes == NULL) {
+            return -1;
+        }
     }
     return PyModule_AddObjectRef(module, "Run",
                                  (PyObject *)context_global.run_type);
@@ -136,6 +147,7 @@ sp_context_new_run(PyObject *ok_dests, PyObject *data, PyObject *pre_deny,
     run->data = Py_NewRef(data);
     run->pre_deny = pre_deny == Py_None ? NULL : Py_NewRef(pre_deny);
     run->yolo = yolo;
+    run->later = 0;
     run->denials = PyList_New(0);
     if (run->denials == NULL) {
         Py_DECREF(run);
@@ -200,6 +212,9 @@ sp_context_leave(PyObject *token)
 int
 sp_context_record_denial(SpRun *run, PyObject *exc)
 {
+    if (run->later) {
+        return 0;
+    }
     Py_ssize_t n = PyList_GET_SIZE(run->denials);
     if (n >= CONTEXT_MAX_DENIALS &&
         PySequence_DelItem(run->denials, 0) < 0) {
@@ -232,4 +247,110 @@ sp_context_call_outside(PyObject *fn, PyObject *arg)
         Py_CLEAR(res);
     }
     return res;
+}
+
+/* ---- cell code that runs after its run ------------------------------------ */
+
+/* Weak-reference callback: the code object `key` names was freed. */
+static PyObject *
+context_code_gone(PyObject *key, PyObject *wr)
+{
+    (void)wr;
+    if (context_global.cell_codes != NULL &&
+        PyDict_DelItem(context_global.cell_codes, key) < 0) {
+        PyErr_Clear();
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+context_register_one(PyObject *code, SpRun *twin, int depth)
+{
+    if (depth > 100) {
+        return 0; /* absurd nesting: the outer codes are registered */
+    }
+    PyObject *key = PyLong_FromVoidPtr(code);
+    PyObject *cb = NULL, *wr = NULL, *entry = NULL;
+    int rc = -1;
+    if (key == NULL) {
+        goto done;
+    }
+    cb = PyCFunction_New(&context_code_gone_def, key);
+    wr = cb == NULL ? NULL : PyWeakref_NewRef(code, cb);
+    entry = wr == NULL ? NULL : PyTuple_Pack(2, wr, (PyObject *)twin);
+    if (entry == NULL || PyDict_SetItem(context_global.cell_codes, key, entry) < 0) {
+        goto done;
+    }
+    PyObject *consts = ((PyCodeObject *)code)->co_consts; /* borrowed */
+    rc = 0;
+    for (Py_ssize_t i = 0; consts != NULL && i < PyTuple_GET_SIZE(consts) && rc == 0; i++) {
+        PyObject *c = PyTuple_GET_ITEM(consts, i);
+        if (PyCode_Check(c)) {
+            rc = context_register_one(c, twin, depth + 1);
+        }
+    }
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(cb);
+    Py_XDECREF(wr);
+    Py_XDECREF(entry);
+    return rc;
+}
+
+int
+sp_context_register_codes(PyObject *code, SpRun *run)
+{
+    if (run->yolo) {
+        return 0;
+    }
+    /* A twin without the run's denial list: the entries live in a static
+     * dict the garbage collector does not see, and a denial's traceback
+     * would keep the cell's globals, and so its code, alive for ever. */
+    SpRun *twin = sp_context_new_run(run->ok_dests, run->data,
+                                     run->pre_deny != NULL ? run->pre_deny
+                                                           : Py_None,
+                                     0);
+    if (twin == NULL) {
+        return -1;
+    }
+    twin->later = 1;
+    int rc = context_register_one(code, twin, 0);
+    Py_DECREF(twin);
+    return rc;
+}
+
+int
+sp_context_run_of_frames(SpRun **run)
+{
+    *run = NULL;
+    if (context_global.cell_codes == NULL ||
+        PyDict_GET_SIZE(context_global.cell_codes) == 0) {
+        return 0;
+    }
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed, then owned */
+    Py_XINCREF(frame);
+    int found = 0, depth = 0;
+    while (frame != NULL && !found && depth++ < 1000) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        PyObject *key = PyLong_FromVoidPtr(code);
+        Py_DECREF(code);
+        if (key == NULL) {
+            Py_DECREF(frame);
+            return -1;
+        }
+        PyObject *entry = PyDict_GetItemWithError(context_global.cell_codes, key);
+        Py_DECREF(key);
+        if (entry == NULL && PyErr_Occurred()) {
+            Py_DECREF(frame);
+            return -1;
+        }
+        if (entry != NULL &&
+            sp_weakref_is(PyTuple_GET_ITEM(entry, 0), (PyObject *)code)) {
+            *run = (SpRun *)Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+            found = 1;
+        }
+        Py_SETREF(frame, PyFrame_GetBack(frame));
+    }
+    Py_XDECREF(frame);
+    return found;
 }

@@ -24,6 +24,9 @@ typedef struct {
                            runner unwraps wrapped errors by identity */
     PyObject *pre_deny; /* owned or NULL: host hook called before a refusal */
     int yolo;           /* nonzero: nothing is gated */
+    int later;          /* nonzero: the policy twin that gates a cell's code
+                           after its run (records no denials: see
+                           sp_context_register_codes) */
 } SpRun;
 
 /* Create the SpRun type and the context variable.  Both are process-wide
@@ -57,6 +60,17 @@ int sp_context_leave(PyObject *token);
 /* Reset another context variable with its token, keeping any pending
  * exception.  Steals `token`.  0 ok, -1 error. */
 int sp_context_leave_var(PyObject *var, PyObject *token);
+
+/* Remember that `code` and every code object nested in it were compiled
+ * from a cell of `run`, so that they stay gated under its policy when they
+ * run later outside any run (a function the host calls after the run, a
+ * finalizer, a callback in a fresh context).  Entries go away with the
+ * code objects.  0 ok, -1 error. */
+int sp_context_register_codes(PyObject *code, SpRun *run);
+
+/* Outside any run: the policy of the innermost frame running cell code,
+ * if any.  -1 error, 0 none, 1 found with *run a new reference. */
+int sp_context_run_of_frames(SpRun **run);
 
 /* Remember `exc` (a PermissionError the hook is raising) in `run`. */
 int sp_context_record_denial(SpRun *run, PyObject *exc);

@@ -41,6 +41,9 @@ static struct {
     PyObject *cell_prefix;       /* owned: the string "<pyrun_" */
     PyObject *package_name;      /* owned: the string "safepyrun" */
     PyObject *to_thread_code;    /* owned: asyncio.to_thread.__code__ */
+    PyObject *submit;            /* owned: the real ThreadPoolExecutor.submit */
+    PyObject *guarded_types;     /* owned: tuple of classes whose attributes
+                                    a cell may not change (guards live there) */
 #if SP_NEED_THREAD_GUARD
     PyObject *start_thread;      /* owned: the real _thread.start_new_thread */
 #endif
@@ -390,6 +393,7 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
             if (rc < 0) {
                 return -1;
             }
+            continue; /* trusted: check the other path too */
         }
         Py_DECREF(resolved);
     }
@@ -456,6 +460,13 @@ hook_setattr_tampers(PyObject *args)
     if (PyFunction_Check(obj) &&
         PyUnicode_CompareWithASCIIString(name, "__code__") == 0) {
         return 1;
+    }
+    if (PyType_Check(obj) && hook_global.guarded_types != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hook_global.guarded_types); i++) {
+            if (PyTuple_GET_ITEM(hook_global.guarded_types, i) == obj) {
+                return 1;
+            }
+        }
     }
     if (PyType_Check(obj)) {
         PyObject *mod = PyDict_GetItemString(((PyTypeObject *)obj)->tp_dict,
@@ -547,6 +558,12 @@ hook_audit(const char *event, PyObject *args, void *user_data)
     }
     SpRun *run = NULL;
     int active = sp_context_current(&run);
+    if (active == 0) {
+        /* No run here, but cell code may be running later (a function the
+         * host calls, a finalizer, a callback in a fresh context): it
+         * stays gated under its run's policy. */
+        active = sp_context_run_of_frames(&run);
+    }
     if (active <= 0) {
         return active;
     }
@@ -619,11 +636,92 @@ done:
 }
 #endif
 
+/* ThreadPoolExecutor.submit, as installed by sp_hook_note_asyncio: work
+ * submitted from inside a gated run runs in a copy of the submitter's
+ * context, so it stays gated in the worker thread (asyncio.to_thread does
+ * this itself; loop.run_in_executor and executor.submit do not). */
+static PyObject *
+hook_guarded_submit(PyObject *unused, PyObject *const *args, size_t nargsf,
+                    PyObject *kwnames)
+{
+    (void)unused;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    SpRun *run = NULL;
+    int active = nargs >= 2 ? sp_context_current(&run) : 0;
+    if (active < 0) {
+        return NULL;
+    }
+    if (active == 0) {
+        return PyObject_Vectorcall(hook_global.submit, args, nargs, kwnames);
+    }
+    Py_DECREF(run);
+    PyObject *ctx = PyContext_CopyCurrent();
+    PyObject *ctx_run = ctx == NULL ? NULL : PyObject_GetAttrString(ctx, "run");
+    Py_XDECREF(ctx);
+    if (ctx_run == NULL) {
+        return NULL;
+    }
+    /* submit(self, ctx.run, fn, *args, **kwargs) */
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject **stack = PyMem_New(PyObject *, nargs + nkw + 1);
+    if (stack == NULL) {
+        Py_DECREF(ctx_run);
+        return PyErr_NoMemory();
+    }
+    stack[0] = args[0];
+    stack[1] = ctx_run;
+    for (Py_ssize_t i = 1; i < nargs + nkw; i++) {
+        stack[i + 1] = args[i];
+    }
+    PyObject *res = PyObject_Vectorcall(hook_global.submit, stack, nargs + 1,
+                                        kwnames);
+    PyMem_Free(stack);
+    Py_DECREF(ctx_run);
+    return res;
+}
+
+static PyMethodDef hook_submit_def = {
+    "submit", (PyCFunction)(void (*)(void))hook_guarded_submit,
+    METH_FASTCALL | METH_KEYWORDS,
+    "submit(fn, /, *args, **kwargs) -- schedule fn; work submitted from a "
+    "sandboxed run stays gated (safepyrun)."};
+
+/* Install the executor guard once. */
+static int
+hook_guard_executor(void)
+{
+    PyObject *mod = NULL, *tpe = NULL, *fn = NULL, *method = NULL;
+    int rc = -1;
+    mod = PyImport_ImportModule("concurrent.futures.thread");
+    tpe = mod == NULL ? NULL : PyObject_GetAttrString(mod, "ThreadPoolExecutor");
+    if (tpe == NULL || !PyType_Check(tpe)) {
+        goto done;
+    }
+    hook_global.submit = PyObject_GetAttrString(tpe, "submit");
+    fn = hook_global.submit == NULL ? NULL
+                                    : PyCFunction_NewEx(&hook_submit_def, NULL, NULL);
+    method = fn == NULL ? NULL : PyInstanceMethod_New(fn);
+    if (method == NULL || PyObject_SetAttrString(tpe, "submit", method) < 0) {
+        goto done;
+    }
+    hook_global.guarded_types = PyTuple_Pack(1, tpe);
+    rc = hook_global.guarded_types == NULL ? -1 : 0;
+done:
+    Py_XDECREF(mod);
+    Py_XDECREF(tpe);
+    Py_XDECREF(fn);
+    Py_XDECREF(method);
+    return rc;
+}
+
 int
 sp_hook_note_asyncio(void)
 {
     if (hook_global.to_thread_code != NULL) {
         return 0;
+    }
+    if (hook_global.submit == NULL && hook_guard_executor() < 0) {
+        return -1;
     }
     PyObject *mod = PyImport_ImportModule("asyncio.threads");
     if (mod == NULL) {

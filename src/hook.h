@@ -8,9 +8,10 @@
  * interpreter raises no event for thread start, the C thread guard. */
 int sp_hook_init(PyObject *module);
 
-/* Record the code of asyncio.to_thread so that the thread it starts for the
- * default executor is not refused.  Called by the runner before any cell
- * code runs; idempotent. Returns 0, or -1 with an exception. */
+/* Before the first cell runs: record the code of asyncio.to_thread (the
+ * thread it starts for the default executor is not refused) and guard
+ * ThreadPoolExecutor.submit (work submitted from a run runs in a copy of
+ * the run's context).  Idempotent.  Returns 0, or -1 with an exception. */
 int sp_hook_note_asyncio(void);
 
 #endif /* SP_HOOK_H */

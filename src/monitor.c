@@ -20,7 +20,61 @@
 #include "registry.h"
 #include "trust.h"
 
-#define MONITOR_PY_START 1 /* sys.monitoring.events.PY_START */
+/* sys.monitoring.events values (stable since 3.12). */
+#define MONITOR_PY_START 1
+#define MONITOR_CALL (1 << 4)
+#define MONITOR_C_RAISE (1 << 14)
+#define MONITOR_C_RETURN (1 << 15)
+/* C_RETURN and C_RAISE follow CALL: they cannot be set on their own. */
+#define MONITOR_CELL_EVENTS MONITOR_CALL
+
+/* Trusted natives being called by cell code, per thread (a native may
+ * release the GIL).  Entries are borrowed: each callable is kept alive by
+ * the call in progress. */
+#define MONITOR_NATIVE_DEPTH 64
+static _Thread_local struct {
+    int depth;
+    PyObject *callable[MONITOR_NATIVE_DEPTH];
+    PyFrameObject *frame[MONITOR_NATIVE_DEPTH];
+} native_stack;
+
+static void
+monitor_native_push(PyObject *callable, PyFrameObject *frame)
+{
+    PyObject *grants = sp_registry_native_grants(callable);
+    if (grants == NULL) {
+        return;
+    }
+    Py_DECREF(grants);
+    if (native_stack.depth < MONITOR_NATIVE_DEPTH) {
+        native_stack.callable[native_stack.depth] = callable;
+        native_stack.frame[native_stack.depth] = frame;
+    }
+    native_stack.depth++; /* counted even when too deep to record */
+}
+
+static void
+monitor_native_pop(PyObject *callable, PyFrameObject *frame)
+{
+    int top = native_stack.depth - 1;
+    if (top < 0) {
+        return;
+    }
+    if (top >= MONITOR_NATIVE_DEPTH ||
+        (native_stack.callable[top] == callable && native_stack.frame[top] == frame)) {
+        native_stack.depth--;
+    }
+}
+
+PyObject *
+sp_monitor_native_call(PyFrameObject *frame)
+{
+    int top = native_stack.depth - 1;
+    if (top < 0 || top >= MONITOR_NATIVE_DEPTH || native_stack.frame[top] != frame) {
+        return NULL;
+    }
+    return native_stack.callable[top];
+}
 
 static struct {
     unsigned long synced_version;
@@ -49,6 +103,35 @@ static PyMethodDef monitor_py_start_def = {
     "safepyrun_call_gate", (PyCFunction)(void (*)(void))monitor_py_start,
     METH_FASTCALL, "safepyrun's PY_START callback (call gate)."};
 
+/* CALL / C_RETURN / C_RAISE in cell code: (code, offset, callable, arg0). */
+static PyObject *
+monitor_cell_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs >= 3) {
+        monitor_native_push(args[2], PyEval_GetFrame());
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+monitor_cell_return(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs >= 3) {
+        monitor_native_pop(args[2], PyEval_GetFrame());
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef monitor_cell_call_def = {
+    "safepyrun_cell_call", (PyCFunction)(void (*)(void))monitor_cell_call,
+    METH_FASTCALL, "safepyrun's CALL callback (trusted natives)."};
+
+static PyMethodDef monitor_cell_return_def = {
+    "safepyrun_cell_return", (PyCFunction)(void (*)(void))monitor_cell_return,
+    METH_FASTCALL, "safepyrun's C_RETURN/C_RAISE callback (trusted natives)."};
+
 /* Claim a tool id and register the callback, once. */
 static int
 monitor_claim_tool(PyObject *mon)
@@ -73,15 +156,89 @@ monitor_claim_tool(PyObject *mon)
                         "are taken); the call gate cannot run");
         return -1;
     }
-    PyObject *cb = PyCFunction_New(&monitor_py_start_def, NULL);
-    if (cb == NULL) {
+    static const struct {
+        PyMethodDef *def;
+        int event;
+    } callbacks[] = {
+        {&monitor_py_start_def, MONITOR_PY_START},
+        {&monitor_cell_call_def, MONITOR_CALL},
+        {&monitor_cell_return_def, MONITOR_C_RETURN},
+        {&monitor_cell_return_def, MONITOR_C_RAISE},
+    };
+    for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++) {
+        PyObject *cb = PyCFunction_New(callbacks[i].def, NULL);
+        if (cb == NULL) {
+            return -1;
+        }
+        PyObject *r = PyObject_CallMethod(mon, "register_callback", "iiO",
+                                          monitor.tool_id, callbacks[i].event, cb);
+        Py_DECREF(cb);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* sys.monitoring, with our tool claimed.  New reference or NULL. */
+static PyObject *
+monitor_module(void)
+{
+    PyObject *sys = PyImport_ImportModule("sys");
+    PyObject *mon = sys == NULL ? NULL : PyObject_GetAttrString(sys, "monitoring");
+    Py_XDECREF(sys);
+    if (mon != NULL && monitor.tool_id < 0 && monitor_claim_tool(mon) < 0) {
+        Py_CLEAR(mon);
+    }
+    return mon;
+}
+
+static int
+monitor_watch_one(PyObject *mon, PyObject *code, int depth)
+{
+    if (depth > 100) {
+        return 0;
+    }
+    int events = MONITOR_CELL_EVENTS;
+    if (monitor.gated != NULL) {
+        PyObject *id = PyLong_FromVoidPtr(code);
+        int gated = id == NULL ? -1 : PyDict_Contains(monitor.gated, id);
+        Py_XDECREF(id);
+        if (gated < 0) {
+            return -1;
+        }
+        events |= gated ? MONITOR_PY_START : 0;
+    }
+    PyObject *r = PyObject_CallMethod(mon, "set_local_events", "iOi",
+                                      monitor.tool_id, code, events);
+    if (r == NULL) {
         return -1;
     }
-    PyObject *r = PyObject_CallMethod(mon, "register_callback", "iiO",
-                                      monitor.tool_id, MONITOR_PY_START, cb);
-    Py_DECREF(cb);
-    Py_XDECREF(r);
-    return r == NULL ? -1 : 0;
+    Py_DECREF(r);
+    PyObject *consts = ((PyCodeObject *)code)->co_consts;
+    for (Py_ssize_t i = 0; consts != NULL && i < PyTuple_GET_SIZE(consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(consts, i);
+        if (PyCode_Check(c) && monitor_watch_one(mon, c, depth + 1) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+sp_monitor_watch_cell(PyObject *code)
+{
+    if (!sp_registry_has_natives()) {
+        return 0;
+    }
+    PyObject *mon = monitor_module();
+    if (mon == NULL) {
+        return -1;
+    }
+    int rc = monitor_watch_one(mon, code, 0);
+    Py_DECREF(mon);
+    return rc;
 }
 
 int
@@ -96,11 +253,8 @@ sp_monitor_sync(void)
         monitor.synced_version = sp_registry_version();
         return 0;
     }
-    PyObject *sys = PyImport_ImportModule("sys");
-    PyObject *mon = sys == NULL ? NULL : PyObject_GetAttrString(sys, "monitoring");
-    Py_XDECREF(sys);
-    if (mon == NULL || (monitor.tool_id < 0 && monitor_claim_tool(mon) < 0)) {
-        Py_XDECREF(mon);
+    PyObject *mon = monitor_module();
+    if (mon == NULL) {
         return -1;
     }
     PyObject *key, *code;
@@ -174,10 +328,23 @@ sp_monitor_sync(void)
     return 0;
 }
 
+int
+sp_monitor_watch_cell(PyObject *code)
+{
+    (void)code; /* 3.11: the profile function sees every call of a step */
+    return 0;
+}
+
 static int
 monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
-    if (what == PyTrace_CALL) {
+    if (what == PyTrace_C_CALL) {
+        monitor_native_push(arg, frame);
+    }
+    else if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
+        monitor_native_pop(arg, frame);
+    }
+    else if (what == PyTrace_CALL && PyDict_GET_SIZE(monitor.gated) > 0) {
         PyCodeObject *code = PyFrame_GetCode(frame);
         PyObject *id = PyLong_FromVoidPtr(code);
         int gated = id == NULL ? -1 : PyDict_Contains(monitor.gated, id);
@@ -199,7 +366,8 @@ int
 sp_monitor_enter(sp_monitor_saved *saved)
 {
     saved->active = 0;
-    if (monitor.gated == NULL || PyDict_GET_SIZE(monitor.gated) == 0) {
+    if ((monitor.gated == NULL || PyDict_GET_SIZE(monitor.gated) == 0) &&
+        !sp_registry_has_natives()) {
         return 0;
     }
     PyThreadState *ts = PyThreadState_Get();

@@ -2,7 +2,9 @@
  *
  * A (name, policy) registration gates the call itself: inside a run, the
  * policies decide before the function's body runs (trust.c judges; this
- * file arranges to be told).  3.12+ uses sys.monitoring PY_START events set
+ * file arranges to be told).  And a trusted native callable has no frame
+ * for the trust search to find: the monitor keeps a per-thread stack of
+ * the trusted natives that cell code is calling.  3.12+ uses sys.monitoring PY_START events set
  * on exactly the gated code objects, so no other call pays anything; 3.11
  * installs a C profile function while a cell's steps run.
  */
@@ -12,6 +14,15 @@
 #include "compat.h"
 
 int sp_monitor_init(PyObject *module);
+
+/* A cell's code was compiled: on 3.12+, while native callables are
+ * registered, watch its calls (and those of its nested code) so that a
+ * trusted native it calls is known while it runs.  0 ok, -1 error. */
+int sp_monitor_watch_cell(PyObject *code);
+
+/* The trusted native callable running on behalf of `frame` (called
+ * directly from it), or NULL.  Borrowed; valid until the call returns. */
+PyObject *sp_monitor_native_call(PyFrameObject *frame);
 
 /* Bring the monitor in line with the registry (after allow() changed it).
  * Called by the runner before a cell starts, outside the run context.

@@ -202,6 +202,14 @@ registry_index_value(PyObject *value, PyObject *owner, PyObject *name,
         goto done;
     }
     if (registry_is_native(value)) {
+        if (policy != Py_None) {
+            PyErr_Format(PyExc_TypeError,
+                         "allow(): %R is a native callable: its arguments are "
+                         "not visible to a policy; trust it without one, or "
+                         "trust a Python function that wraps it",
+                         value);
+            goto done;
+        }
         grant = Py_BuildValue("(OOOOO)", owner, name, policy, instance,
                               Py_False);
         rc = grant == NULL ? -1
@@ -537,7 +545,20 @@ sp_registry_code_grants(PyObject *code)
 PyObject *
 sp_registry_native_grants(PyObject *callable)
 {
-    return registry_index_get(registry.natives, callable);
+    PyObject *grants = registry_index_get(registry.natives, callable);
+    if (grants != NULL || !PyCFunction_Check(callable)) {
+        return grants;
+    }
+    /* obj.method: a builtin method bound to obj; trusted when its type's
+     * method descriptor is. */
+    PyObject *self = PyCFunction_GET_SELF(callable);
+    if (self == NULL || PyModule_Check(self)) {
+        return NULL;
+    }
+    const char *name = ((PyCFunctionObject *)callable)->m_ml->ml_name;
+    PyObject *dict = Py_TYPE(self)->tp_dict;
+    PyObject *descr = dict == NULL ? NULL : PyDict_GetItemString(dict, name);
+    return descr == NULL ? NULL : registry_index_get(registry.natives, descr);
 }
 
 /* Whether `name` is `base` or a submodule of it. */
@@ -589,6 +610,12 @@ sp_registry_globals_trusted(PyObject *globals, int module_level)
         }
     }
     return 0;
+}
+
+int
+sp_registry_has_natives(void)
+{
+    return registry.natives != NULL && PyDict_GET_SIZE(registry.natives) > 0;
 }
 
 PyObject *

@@ -50,8 +50,14 @@ int sp_registry_allow_import(PyObject *modname);
 PyObject *sp_registry_code_grants(PyObject *code);
 
 /* Grants for a native callable (builtin function or method descriptor)
- * being called: new reference to a tuple, or NULL when not registered. */
+ * being called: new reference to a tuple, or NULL when not registered.
+ * A bound builtin method is looked up by itself and, failing that, as the
+ * method descriptor of its type (registered under __objclass__). */
 PyObject *sp_registry_native_grants(PyObject *callable);
+
+/* Whether any native callable is registered (the monitor then watches
+ * cell code's calls). */
+int sp_registry_has_natives(void);
 
 /* Whether a frame with these globals runs trusted module code: its module
  * is fully trusted, matches a 'pkg.*' prefix, or (`module_level` set) is

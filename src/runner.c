@@ -49,7 +49,7 @@ static struct {
     PyObject *ast_assign;       /* owned: _ast.Assign */
     PyObject *ast_name;         /* owned: _ast.Name */
     PyObject *ast_store;        /* owned: an _ast.Store() instance */
-    PyObject *linecache;        /* owned: the linecache module */
+    PyObject *linecache;        /* owned: the linecache module (first srcfn) */
     PyObject *result_name;      /* owned: interned RUNNER_RESULT */
     PyObject *cell_prefix;      /* owned: interned "<pyrun_" */
     PyObject *builtins_name;    /* owned: interned "__builtins__" */
@@ -84,8 +84,30 @@ runner_srcfn(PyObject *src)
     if (lines == NULL) {
         goto error;
     }
+    /* As linecache does for files: every line ends with a newline, so
+     * inspect.getsource of a cell's last function is whole. */
+    Py_ssize_t nlines = PyList_GET_SIZE(lines);
+    if (nlines > 0) {
+        PyObject *last = PyList_GET_ITEM(lines, nlines - 1);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(last);
+        Py_UCS4 end = len > 0 ? PyUnicode_READ_CHAR(last, len - 1) : 0;
+        if (end != '\n' && end != '\r') {
+            PyObject *fixed = PyUnicode_FromFormat("%U\n", last);
+            if (fixed == NULL || PyList_SetItem(lines, nlines - 1, fixed) < 0) {
+                goto error;
+            }
+        }
+    }
     entry = Py_BuildValue("(nOOO)", PyUnicode_GET_LENGTH(src), Py_None, lines,
                           name);
+    /* Imported on first use: it is not cheap and `import safepyrun`
+     * should be. */
+    if (runner_global.linecache == NULL) {
+        runner_global.linecache = PyImport_ImportModule("linecache");
+        if (runner_global.linecache == NULL) {
+            goto error;
+        }
+    }
     cache = PyObject_GetAttrString(runner_global.linecache, "cache");
     if (entry == NULL || cache == NULL) {
         goto error;
@@ -128,7 +150,8 @@ runner_is_cell_function(PyObject *obj)
 
 /* The export rule (DESIGN.md, "Namespaces"): 1 if cell name `k` with value
  * `v` goes back to the host namespace `g`, 0 if not, -1 on error.
- *   - dunders never; names ending in '_' always; other '_' names never;
+ *   - names starting with '_' never (`_`, `_x`, `_x_`, dunders); other
+ *     names ending in '_' always;
  *   - a new name always;
  *   - an existing name is not replaced when the old value is a callable or
  *     module of the host, or the new value is a callable or module (a cell
@@ -145,15 +168,11 @@ runner_should_export(PyObject *k, PyObject *v, PyObject *g)
         return 0;
     }
     Py_UCS4 first = PyUnicode_READ_CHAR(k, 0), last = PyUnicode_READ_CHAR(k, n - 1);
-    if (n >= 4 && first == '_' && last == '_' && PyUnicode_READ_CHAR(k, 1) == '_' &&
-        PyUnicode_READ_CHAR(k, n - 2) == '_') {
+    if (first == '_') {
         return 0;
     }
     if (last == '_') {
         return 1;
-    }
-    if (first == '_') {
-        return 0;
     }
     PyObject *old = NULL;
     int found = sp_dict_get_ref(g, k, &old);
@@ -676,32 +695,35 @@ cell_capture_asyncio(void)
     return 0;
 }
 
-/* Remember the tasks that exist before the cell runs.  Without a running
- * event loop there is nothing to track and `seen` stays NULL. */
+/* Prepare to find the tasks the cell creates.  Where a task's context
+ * can be read (3.12+), a task is the cell's when its context holds this
+ * cell's run, and only the current task needs excluding; on 3.11 the tasks
+ * that exist before the cell runs are remembered.  Without a running event
+ * loop there is nothing to track and `seen` stays NULL. */
 static int
 cell_begin(SpCell *self)
 {
     if (cell_capture_asyncio() < 0) {
         return -1;
     }
-    PyObject *tasks = PyObject_CallNoArgs(runner_global.all_tasks);
-    if (tasks == NULL) {
+    PyObject *current = PyObject_CallNoArgs(runner_global.current_task);
+    if (current == NULL) {
         if (PyErr_ExceptionMatches(PyExc_RuntimeError)) {
             PyErr_Clear(); /* no running loop */
             return 0;
         }
         return -1;
     }
-    self->seen = PySet_New(tasks);
-    Py_DECREF(tasks);
-    if (self->seen == NULL) {
-        return -1;
-    }
-    PyObject *current = PyObject_CallNoArgs(runner_global.current_task);
-    if (current == NULL) {
-        return -1;
-    }
-    int rc = current == Py_None ? 0 : PySet_Add(self->seen, current);
+#if SP_HAVE_TASK_GET_CONTEXT
+    self->seen = PySet_New(NULL);
+#else
+    PyObject *tasks = PyObject_CallNoArgs(runner_global.all_tasks);
+    self->seen = tasks == NULL ? NULL : PySet_New(tasks);
+    Py_XDECREF(tasks);
+#endif
+    int rc = self->seen == NULL ? -1
+             : current == Py_None ? 0
+                                  : PySet_Add(self->seen, current);
     Py_DECREF(current);
     return rc;
 }
@@ -952,8 +974,21 @@ static int
 cell_start(SpCell *self)
 {
     SpRunner *r = (SpRunner *)self->runner;
+    SpRun *outer = NULL;
+    int nested = sp_context_current(&outer);
+    Py_XDECREF(outer);
+    if (nested != 0) {
+        if (nested > 0) {
+            PyErr_SetString(PyExc_PermissionError,
+                            "safepyrun refused to start a run from sandboxed "
+                            "code: a nested run could change the policy");
+        }
+        return -1;
+    }
     self->code = runner_compile(r, self->source, &self->has_result);
-    if (self->code == NULL) {
+    if (self->code == NULL ||
+        sp_context_register_codes(self->code, self->run) < 0 ||
+        sp_monitor_watch_cell(self->code) < 0) {
         return -1;
     }
     /* A copy of the host namespace: the cell's top-level names are its
@@ -1291,8 +1326,7 @@ runner_global_init(PyObject *module)
     }
     builtins = PyImport_ImportModule("builtins");
     ast = PyImport_ImportModule("_ast");
-    runner_global.linecache = PyImport_ImportModule("linecache");
-    if (builtins == NULL || ast == NULL || runner_global.linecache == NULL) {
+    if (builtins == NULL || ast == NULL) {
         goto done;
     }
     runner_global.compile = PyObject_GetAttrString(builtins, "compile");

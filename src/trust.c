@@ -25,6 +25,7 @@
 #include "trust.h"
 
 #include "paths.h"
+#include "monitor.h"
 #include "registry.h"
 
 #include <stddef.h>
@@ -281,6 +282,15 @@ sp_trust_search(SpRun *run, PyObject **refusals)
     }
     int verdict = 2, saw_cell = 0, depth = 0;
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed, then owned */
+    /* A trusted native called directly by the innermost frame: nothing
+     * stands between it and the event. */
+    PyObject *native = frame != NULL ? sp_monitor_native_call(frame) : NULL;
+    PyObject *native_grants = native != NULL ? sp_registry_native_grants(native) : NULL;
+    if (native_grants != NULL) {
+        Py_DECREF(native_grants); /* natives are registered without policies */
+        Py_CLEAR(*refusals);
+        return 1;
+    }
     Py_XINCREF(frame);
     while (frame != NULL && verdict == 2 && depth++ < TRUST_MAX_DEPTH) {
         PyCodeObject *code = PyFrame_GetCode(frame);
@@ -947,7 +957,8 @@ sp_trust_init(PyObject *module)
             return -1;
         }
     }
-    if (PyModule_AddObjectRef(module, "DenyInfo", (PyObject *)trust.deny_info) < 0 ||
+    if (PyModule_AddObjectRef(module, "Tracked", (PyObject *)trust.tracked) < 0 ||
+        PyModule_AddObjectRef(module, "DenyInfo", (PyObject *)trust.deny_info) < 0 ||
         PyModule_AddObjectRef(module, "CallInfo", (PyObject *)trust.call_info) < 0) {
         return -1;
     }

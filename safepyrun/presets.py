@@ -1,0 +1,172 @@
+"""Presets: ready-made allow() registrations for common libraries, and the
+``safepyrun_import_allow`` entry-point group.
+
+Nothing here is imported or registered until the host asks for it:
+``allow_matplotlib()`` and ``allow_pandas()`` import their library when
+called, and the entry points are read on the first ``RunPython()``.
+"""
+from __future__ import annotations
+
+import sys
+
+from . import PosAllowPolicy
+
+__all__ = ["allow_matplotlib", "allow_pandas", "LocalWritePolicy",
+           "load_import_entry_points"]
+
+
+def _pkg():
+    return sys.modules[__package__]
+
+
+class LocalWritePolicy(PosAllowPolicy):
+    """``PosAllowPolicy`` for library writers that also accept URLs: the
+    target at ``pos`` (or keyword ``kw``) must be a local path inside
+    ok_dests (buffers and file objects pass); a URL (``s3://...``,
+    ``https://...``) is refused, since trusting the call would also trust
+    the network traffic it makes."""
+
+    def __call__(self, obj, args, kwargs, data):
+        if self.kw is not None and self.kw in kwargs:
+            target = kwargs[self.kw]
+        elif self.pos < len(args):
+            target = args[self.pos]
+        else:
+            return None
+        if isinstance(target, bytes):
+            text = target.decode("utf-8", "replace")
+        else:
+            text = target if isinstance(target, str) else None
+        if text is not None and "://" in text:
+            raise PermissionError(
+                f"safepyrun refused a write to {text!r}: a URL, not a local "
+                "path inside ok_dests")
+        return super().__call__(obj, args, kwargs, data)
+
+
+# ---- matplotlib ----------------------------------------------------------------
+
+def allow_matplotlib() -> None:
+    """Let cells plot with matplotlib.
+
+    Importing matplotlib inside a run works (its font cache and config
+    directory are written while it initialises); ``Figure``, ``Axes``,
+    ``Axis``, ``Spine``, ``SpinesProxy`` and ``pyplot`` are trusted; the
+    font cache may be rebuilt later; and the calls that write a file --
+    ``Figure.savefig``, ``pyplot.savefig``, ``pyplot.imsave`` and
+    ``matplotlib.image.imsave`` -- are gated by a policy: their target must
+    lie inside ``ok_dests`` (a buffer such as ``BytesIO`` always passes).
+    """
+    import matplotlib
+    import matplotlib.image as mimage
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
+    from matplotlib.spines import Spine, SpinesProxy
+
+    pkg = _pkg()
+    pkg.allow_imports("matplotlib", "mpl_toolkits", "PIL", "fontTools",
+                      "kiwisolver", "matplotlib_inline")
+    policy = pkg.LocalWritePolicy(0, "fname")
+    registrations = [
+        # Plotting: pure computation in the effect model, trusted as in the
+        # seed so that anything incidental (caches) is covered.
+        {Figure: ..., Axes: ..., Axis: ..., Spine: ..., SpinesProxy: ...},
+        {plt: ...},
+        # The writers: named grants take precedence over the blanket ones
+        # above, and gate the call itself.
+        {Figure: [("savefig", policy)]},
+        {plt: [("savefig", policy), ("imsave", policy)]},
+        {mimage: [("imsave", policy)]},
+    ]
+    loader = getattr(font_manager, "_load_fontmanager", None)
+    if loader is not None:  # lazily rebuilds and writes the font cache
+        registrations.append(loader)
+    for item in registrations:
+        pkg.allow(item)
+    del matplotlib
+
+
+# ---- pandas --------------------------------------------------------------------
+
+#: DataFrame/Series writer methods and the keyword naming their target.
+PANDAS_WRITERS = {
+    "to_csv": "path_or_buf", "to_json": "path_or_buf", "to_hdf": "path_or_buf",
+    "to_excel": "excel_writer", "to_parquet": "path", "to_feather": "path",
+    "to_pickle": "path", "to_stata": "path", "to_orc": "path",
+    "to_xml": "path_or_buffer", "to_html": "buf", "to_markdown": "buf",
+    "to_latex": "buf", "to_string": "buf",
+}
+
+
+def allow_pandas() -> None:
+    """Let cells import pandas and use its writers.
+
+    ``DataFrame``/``Series`` ``to_csv``, ``to_json``, ``to_parquet``,
+    ``to_excel``, ``to_pickle``, ``to_feather``, ``to_stata``, ``to_hdf``,
+    ``to_html``, ``to_markdown``, ... (those the installed pandas has) are
+    gated by a policy: the target (first argument or its keyword) must be a
+    local path inside ``ok_dests``; buffers pass; URLs are refused.  A write
+    pandas makes by any other route is still checked by the engine against
+    ``ok_dests``.
+    """
+    import pandas as pd
+
+    pkg = _pkg()
+    pkg.allow_imports("pandas", "pyarrow", "openpyxl", "xlsxwriter",
+                      "tables", "fastparquet", "tabulate")
+    seen = set()  # methods DataFrame and Series share are registered once
+    for cls in (pd.DataFrame, pd.Series):
+        names = []
+        for name, kw in PANDAS_WRITERS.items():
+            fn = getattr(cls, name, None)
+            if callable(fn) and id(fn) not in seen:
+                seen.add(id(fn))
+                names.append((name, pkg.LocalWritePolicy(0, kw)))
+        if names:
+            pkg.allow({cls: names})
+
+
+# ---- the safepyrun_import_allow entry-point group ------------------------------
+
+_entry_points_loaded = False
+
+
+def load_import_entry_points(force: bool = False) -> list[str]:
+    """Call ``allow_imports`` for every entry point of the group
+    ``safepyrun_import_allow`` (its value is a module name).  Done once, on
+    the first ``RunPython()``; failures warn and are skipped.  Returns the
+    module names added."""
+    global _entry_points_loaded
+    if _entry_points_loaded and not force:
+        return []
+    _entry_points_loaded = True
+    added: list[str] = []
+    try:
+        from importlib.metadata import entry_points
+        try:
+            eps = entry_points(group="safepyrun_import_allow")
+        except TypeError:  # Python < 3.10 API
+            eps = entry_points().get("safepyrun_import_allow", [])
+    except Exception as e:  # a broken distribution on sys.path
+        _warn(f"safepyrun: cannot read the safepyrun_import_allow entry "
+              f"points: {type(e).__name__}: {e}")
+        return added
+    for ep in eps:
+        try:
+            value = ep.value.strip()
+            if not value:
+                raise ValueError("empty module name")
+            _pkg().allow_imports(value)
+            added.append(value)
+        except Exception as e:
+            _warn(f"safepyrun: ignoring safepyrun_import_allow entry point "
+                  f"{getattr(ep, 'name', ep)!r}: {type(e).__name__}: {e}")
+    return added
+
+
+def _warn(msg: str) -> None:
+    import warnings
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
