@@ -5,12 +5,25 @@
 PYTHON ?= python3
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))/bench
 
-.PHONY: bench bench-quick bench-clean
+.PHONY: bench bench-quick bench-clean bench-trust
 bench:
 	$(PYTHON) $(BENCH_DIR)/run.py </dev/null
+	@$(MAKE) --no-print-directory bench-trust
 
 bench-quick:
 	$(PYTHON) $(BENCH_DIR)/run.py --quick </dev/null
+	@$(MAKE) --no-print-directory bench-trust
+
+# The refusal path (issue 3): appended to RESULTS.md for each of our venvs.
+bench-trust:
+	@{ echo; echo "## Refusal path: the trusted-call search"; echo; \
+	   echo "A would-be refusal that the trusted-call search allows, with 20 untrusted"; \
+	   echo "frames between the event and the trusted call (\`bench/trust_search.py\`)."; \
+	   echo; header=--header; \
+	   for py in $(BENCH_DIR)/.venvs/ours-py*/bin/python; do \
+	     $$py $(BENCH_DIR)/trust_search.py $$header || exit 1; header=; \
+	   done; } >> $(BENCH_DIR)/RESULTS.md
+	@tail -6 $(BENCH_DIR)/RESULTS.md
 
 bench-clean:
 	rm -rf $(BENCH_DIR)/.venvs

@@ -295,11 +295,19 @@ registry_index_entry(PyObject *owner, PyObject *name, PyObject *policy)
         if (PyType_Check(owner)) {
             return registry_index_class(owner, policy);
         }
-        if (PyFunction_Check(owner)) {
-            return registry_index_value(owner, owner, Py_None, policy, Py_None,
-                                        registry_function_is_method(owner), 1);
+        if (PyFunction_Check(owner) || PyMethod_Check(owner)) {
+            /* The callable itself is named: its grant is as specific as a
+             * (name, policy) entry, so a policy also gates its calls and
+             * takes precedence over a blanket grant of its class. */
+            PyObject *fn = PyMethod_Check(owner) ? PyMethod_GET_FUNCTION(owner)
+                                                 : owner;
+            int is_fn = PyFunction_Check(fn);
+            PyObject *fname = is_fn ? ((PyFunctionObject *)fn)->func_name : Py_None;
+            return registry_index_value(owner, owner, fname, policy, Py_None,
+                                        is_fn && registry_function_is_method(fn),
+                                        1);
         }
-        if (PyMethod_Check(owner) || registry_is_native(owner)) {
+        if (registry_is_native(owner)) {
             return registry_index_value(owner, owner, Py_None, policy, Py_None,
                                         0, 1);
         }

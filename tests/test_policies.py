@@ -175,3 +175,30 @@ def test_policy_error_other_than_permission_error_propagates(g, tmp_path):
     with pytest.raises(ValueError, match="policy bug"):
         run(RunPython(g, ok_dests=[str(tmp_path)]), "s.save(d + '/a.csv')")
     assert not (tmp_path / "a.csv").exists()
+
+
+def test_function_policy_gates_the_call_before_its_body(g, tmp_path):
+    """allow(fn, allow_policy=p): the policy runs when the cell calls fn,
+    before fn's body, even when the body's effect is allowed by ok_dests."""
+    ran = []
+
+    def only_csv(obj, args, kwargs, data):
+        if not str(args[0]).endswith(".csv"):
+            raise PermissionError("only .csv files")
+
+    def save(path):
+        ran.append(path)
+        Path(path).write_text("x")
+
+    allow(save, allow_policy=only_csv)
+    g["save"] = save
+    py = RunPython(g, ok_dests=[str(tmp_path)])
+    target = tmp_path / "x.sh"
+    with pytest.raises(PermissionError, match="only .csv files"):
+        run(py, f"save({str(target)!r})")
+    assert ran == []
+    assert not target.exists()
+    run(py, f"save({str(tmp_path / 'x.csv')!r})")
+    assert (tmp_path / "x.csv").read_text() == "x"
+    save(str(target))  # outside a run the policy does not apply
+    assert target.exists()
