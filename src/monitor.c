@@ -23,64 +23,57 @@
 /* sys.monitoring.events values (stable since 3.12). */
 #define MONITOR_PY_START 1
 #define MONITOR_CALL (1 << 4)
-#define MONITOR_C_RAISE (1 << 14)
-#define MONITOR_C_RETURN (1 << 15)
-/* C_RETURN and C_RAISE follow CALL: they cannot be set on their own. */
-#define MONITOR_CELL_EVENTS MONITOR_CALL
-
-/* Trusted natives being called by cell code, per thread (a native may
- * release the GIL).  Entries are borrowed: each callable is kept alive by
- * the call in progress. */
-#define MONITOR_NATIVE_DEPTH 64
-static _Thread_local struct {
-    int depth;
-    PyObject *callable[MONITOR_NATIVE_DEPTH];
-    PyFrameObject *frame[MONITOR_NATIVE_DEPTH];
-} native_stack;
-
-static void
-monitor_native_push(PyObject *callable, PyFrameObject *frame)
-{
-    PyObject *grants = sp_registry_native_grants(callable);
-    if (grants == NULL) {
-        return;
-    }
-    Py_DECREF(grants);
-    if (native_stack.depth < MONITOR_NATIVE_DEPTH) {
-        native_stack.callable[native_stack.depth] = callable;
-        native_stack.frame[native_stack.depth] = frame;
-    }
-    native_stack.depth++; /* counted even when too deep to record */
-}
-
-static void
-monitor_native_pop(PyObject *callable, PyFrameObject *frame)
-{
-    int top = native_stack.depth - 1;
-    if (top < 0) {
-        return;
-    }
-    if (top >= MONITOR_NATIVE_DEPTH ||
-        (native_stack.callable[top] == callable && native_stack.frame[top] == frame)) {
-        native_stack.depth--;
-    }
-}
-
-PyObject *
-sp_monitor_native_call(PyFrameObject *frame)
-{
-    int top = native_stack.depth - 1;
-    if (top < 0 || top >= MONITOR_NATIVE_DEPTH || native_stack.frame[top] != frame) {
-        return NULL;
-    }
-    return native_stack.callable[top];
-}
 
 static struct {
     unsigned long synced_version;
     PyObject *gated;    /* owned: {id(code): code} as last synced */
     int tool_id;        /* 3.12+: our sys.monitoring tool, or -1 */
-} monitor = {(unsigned long)-1, NULL, -1};
+    PyObject *disable;  /* owned: sys.monitoring.DISABLE (3.12+) */
+} monitor = {(unsigned long)-1, NULL, -1, NULL};
+
+/* The last call of a trusted native made by cell code, per thread (a
+ * native may release the GIL): the callable (owned), the calling frame and
+ * its instruction.  While that frame still stands at that instruction, the
+ * call is in progress, so an audit event raised with that frame innermost
+ * comes from inside the native.  No return event is needed: a finished
+ * call leaves the frame at another instruction, or the call site's next
+ * CALL event replaces the record. */
+static _Thread_local struct {
+    PyObject *callable;   /* owned, or NULL */
+    PyFrameObject *frame; /* compared only, never dereferenced */
+    int lasti;
+} native_call;
+
+/* Record `callable`, called by `frame`, if it is a trusted native.
+ * 1 recorded, 0 not a trusted native (the record of this call site, if
+ * any, is cleared). */
+static int
+monitor_native_called(PyObject *callable, PyFrameObject *frame)
+{
+    int trusted = sp_registry_native_trusted(callable);
+    int lasti = PyFrame_GetLasti(frame);
+    if (!trusted) {
+        if (native_call.frame == frame && native_call.lasti == lasti) {
+            Py_CLEAR(native_call.callable);
+            native_call.frame = NULL;
+        }
+        return 0;
+    }
+    Py_XSETREF(native_call.callable, Py_NewRef(callable));
+    native_call.frame = frame;
+    native_call.lasti = lasti;
+    return 1;
+}
+
+PyObject *
+sp_monitor_native_call(PyFrameObject *frame)
+{
+    if (native_call.callable == NULL || native_call.frame != frame ||
+        native_call.lasti != PyFrame_GetLasti(frame)) {
+        return NULL;
+    }
+    return native_call.callable;
+}
 
 #if PY_VERSION_HEX >= 0x030C0000
 
@@ -103,34 +96,28 @@ static PyMethodDef monitor_py_start_def = {
     "safepyrun_call_gate", (PyCFunction)(void (*)(void))monitor_py_start,
     METH_FASTCALL, "safepyrun's PY_START callback (call gate)."};
 
-/* CALL / C_RETURN / C_RAISE in cell code: (code, offset, callable, arg0). */
+/* CALL in cell code: (code, offset, callable, arg0).  A call site whose
+ * callable is not a trusted native is switched off (DISABLE), so cell code
+ * pays for this only at sites that call trusted natives.  (A site that
+ * later calls a trusted native is then not seen, and the native's effects
+ * are refused: the monitor fails closed.) */
 static PyObject *
 monitor_cell_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs >= 3) {
-        monitor_native_push(args[2], PyEval_GetFrame());
+    PyFrameObject *frame = PyEval_GetFrame();
+    if (nargs < 3 || frame == NULL) {
+        Py_RETURN_NONE;
     }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-monitor_cell_return(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)module;
-    if (nargs >= 3) {
-        monitor_native_pop(args[2], PyEval_GetFrame());
+    if (monitor_native_called(args[2], frame)) {
+        Py_RETURN_NONE;
     }
-    Py_RETURN_NONE;
+    return Py_NewRef(monitor.disable);
 }
 
 static PyMethodDef monitor_cell_call_def = {
     "safepyrun_cell_call", (PyCFunction)(void (*)(void))monitor_cell_call,
     METH_FASTCALL, "safepyrun's CALL callback (trusted natives)."};
-
-static PyMethodDef monitor_cell_return_def = {
-    "safepyrun_cell_return", (PyCFunction)(void (*)(void))monitor_cell_return,
-    METH_FASTCALL, "safepyrun's C_RETURN/C_RAISE callback (trusted natives)."};
 
 /* Claim a tool id and register the callback, once. */
 static int
@@ -162,9 +149,11 @@ monitor_claim_tool(PyObject *mon)
     } callbacks[] = {
         {&monitor_py_start_def, MONITOR_PY_START},
         {&monitor_cell_call_def, MONITOR_CALL},
-        {&monitor_cell_return_def, MONITOR_C_RETURN},
-        {&monitor_cell_return_def, MONITOR_C_RAISE},
     };
+    monitor.disable = PyObject_GetAttrString(mon, "DISABLE");
+    if (monitor.disable == NULL) {
+        return -1;
+    }
     for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++) {
         PyObject *cb = PyCFunction_New(callbacks[i].def, NULL);
         if (cb == NULL) {
@@ -200,7 +189,7 @@ monitor_watch_one(PyObject *mon, PyObject *code, int depth)
     if (depth > 100) {
         return 0;
     }
-    int events = MONITOR_CELL_EVENTS;
+    int events = MONITOR_CALL;
     if (monitor.gated != NULL) {
         PyObject *id = PyLong_FromVoidPtr(code);
         int gated = id == NULL ? -1 : PyDict_Contains(monitor.gated, id);
@@ -339,12 +328,10 @@ static int
 monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
     if (what == PyTrace_C_CALL) {
-        monitor_native_push(arg, frame);
+        (void)monitor_native_called(arg, frame);
     }
-    else if (what == PyTrace_C_RETURN || what == PyTrace_C_EXCEPTION) {
-        monitor_native_pop(arg, frame);
-    }
-    else if (what == PyTrace_CALL && PyDict_GET_SIZE(monitor.gated) > 0) {
+    else if (what == PyTrace_CALL && monitor.gated != NULL &&
+             PyDict_GET_SIZE(monitor.gated) > 0) {
         PyCodeObject *code = PyFrame_GetCode(frame);
         PyObject *id = PyLong_FromVoidPtr(code);
         int gated = id == NULL ? -1 : PyDict_Contains(monitor.gated, id);

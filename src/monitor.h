@@ -3,8 +3,8 @@
  * A (name, policy) registration gates the call itself: inside a run, the
  * policies decide before the function's body runs (trust.c judges; this
  * file arranges to be told).  And a trusted native callable has no frame
- * for the trust search to find: the monitor keeps a per-thread stack of
- * the trusted natives that cell code is calling.  3.12+ uses sys.monitoring PY_START events set
+ * for the trust search to find: the monitor records, per thread, the last
+ * trusted native that cell code called and from where.  3.12+ uses sys.monitoring PY_START events set
  * on exactly the gated code objects, so no other call pays anything; 3.11
  * installs a C profile function while a cell's steps run.
  */
@@ -20,8 +20,9 @@ int sp_monitor_init(PyObject *module);
  * trusted native it calls is known while it runs.  0 ok, -1 error. */
 int sp_monitor_watch_cell(PyObject *code);
 
-/* The trusted native callable running on behalf of `frame` (called
- * directly from it), or NULL.  Borrowed; valid until the call returns. */
+/* The trusted native callable that `frame` is calling right now (its
+ * record matches the frame and its current instruction), or NULL.
+ * Borrowed from the monitor's record. */
 PyObject *sp_monitor_native_call(PyFrameObject *frame);
 
 /* Bring the monitor in line with the registry (after allow() changed it).

@@ -621,6 +621,14 @@ sp_registry_globals_trusted(PyObject *globals, int module_level)
 }
 
 int
+sp_registry_native_trusted(PyObject *callable)
+{
+    PyObject *grants = sp_registry_native_grants(callable);
+    Py_XDECREF(grants);
+    return grants != NULL;
+}
+
+int
 sp_registry_has_natives(void)
 {
     return registry.natives != NULL && PyDict_GET_SIZE(registry.natives) > 0;

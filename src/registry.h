@@ -55,6 +55,10 @@ PyObject *sp_registry_code_grants(PyObject *code);
  * method descriptor of its type (registered under __objclass__). */
 PyObject *sp_registry_native_grants(PyObject *callable);
 
+/* Whether `callable` is a registered native (sp_registry_native_grants
+ * finds it).  No exception is left set. */
+int sp_registry_native_trusted(PyObject *callable);
+
 /* Whether any native callable is registered (the monitor then watches
  * cell code's calls). */
 int sp_registry_has_natives(void);
