@@ -282,8 +282,9 @@ sp_monitor_sync(void)
 }
 
 int
-sp_monitor_enter(sp_monitor_saved *saved)
+sp_monitor_enter(sp_monitor_saved *saved, int wanted)
 {
+    (void)wanted;
     saved->active = 0;
     return 0;
 }
@@ -350,11 +351,10 @@ monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 }
 
 int
-sp_monitor_enter(sp_monitor_saved *saved)
+sp_monitor_enter(sp_monitor_saved *saved, int wanted)
 {
     saved->active = 0;
-    if ((monitor.gated == NULL || PyDict_GET_SIZE(monitor.gated) == 0) &&
-        !sp_registry_has_natives()) {
+    if (!wanted) {
         return 0;
     }
     PyThreadState *ts = PyThreadState_Get();
@@ -393,6 +393,39 @@ sp_monitor_leave(sp_monitor_saved *saved)
 }
 
 #endif
+
+static int
+monitor_code_names(PyObject *code, PyObject *names, int depth)
+{
+    PyObject *co_names = ((PyCodeObject *)code)->co_names;
+    for (Py_ssize_t i = 0; co_names != NULL && i < PyTuple_GET_SIZE(co_names); i++) {
+        int has = PySet_Contains(names, PyTuple_GET_ITEM(co_names, i));
+        if (has != 0) {
+            if (has < 0) {
+                PyErr_Clear();
+            }
+            return 1; /* an error counts as "watch it" */
+        }
+    }
+    PyObject *consts = ((PyCodeObject *)code)->co_consts;
+    for (Py_ssize_t i = 0; depth < 100 && consts != NULL && i < PyTuple_GET_SIZE(consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(consts, i);
+        if (PyCode_Check(c) && monitor_code_names(c, names, depth + 1)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int
+sp_monitor_cell_wants(PyObject *code)
+{
+    PyObject *names = sp_registry_watch_names(); /* borrowed */
+    if (names == NULL || PySet_GET_SIZE(names) == 0) {
+        return 0;
+    }
+    return monitor_code_names(code, names, 0);
+}
 
 int
 sp_monitor_init(PyObject *module)

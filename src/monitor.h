@@ -15,6 +15,13 @@
 
 int sp_monitor_init(PyObject *module);
 
+/* Whether a cell's code needs the monitor: it names (in co_names, nested
+ * code included) a registered native or a gated function.  Code that names
+ * neither cannot call them directly; a call through an alias is then not
+ * seen, and the monitor fails closed (native trust is not found) or, for
+ * the call gate on 3.11, leaves the check to effect time.  1 or 0. */
+int sp_monitor_cell_wants(PyObject *code);
+
 /* A cell's code was compiled: on 3.12+, while native callables are
  * registered, watch its calls (and those of its nested code) so that a
  * trusted native it calls is known while it runs.  0 ok, -1 error. */
@@ -31,15 +38,16 @@ PyObject *sp_monitor_native_call(PyFrameObject *frame);
 int sp_monitor_sync(void);
 
 /* Around each step of a cell (outside its run context): on 3.11 install
- * the profile function while gated codes exist, and restore the previous
- * one afterwards.  No-ops on 3.12+.  `saved` is caller storage. */
+ * the profile function when `wanted` (sp_monitor_cell_wants) and gated
+ * codes or natives exist, and restore the previous one afterwards.  No-ops
+ * on 3.12+.  `saved` is caller storage. */
 typedef struct {
     int active;
     Py_tracefunc func;
     PyObject *obj; /* owned while active */
 } sp_monitor_saved;
 
-int sp_monitor_enter(sp_monitor_saved *saved);
+int sp_monitor_enter(sp_monitor_saved *saved, int wanted);
 void sp_monitor_leave(sp_monitor_saved *saved);
 
 #endif /* SP_MONITOR_H */

@@ -531,6 +531,7 @@ typedef struct {
                           or already awaited); NULL when no loop runs */
     PyObject *error;   /* owned or NULL: first failure of a cell task */
     int has_result;
+    int monitored;     /* the call monitor watches this cell (monitor.c) */
     cell_state state;
 } SpCell;
 
@@ -660,6 +661,7 @@ runner_run(PyObject *self, PyObject *source)
     cell->code = cell->globals = cell->coro = cell->waiter = NULL;
     cell->seen = cell->error = NULL;
     cell->has_result = 0;
+    cell->monitored = 0;
     cell->state = CELL_START;
     PyObject_GC_Track(cell);
     return (PyObject *)cell;
@@ -942,26 +944,46 @@ cell_throw_into(PyObject *it, PyObject *exc, PyObject **out)
     return *out != NULL ? PYGEN_RETURN : PYGEN_ERROR;
 }
 
-/* Send `arg` (or throw `exc`) into `it` with the run context entered. */
+/* Enter the cell's run: the monitor (when the cell needs it) and the run
+ * context.  0 ok (then cell_leave must follow), -1 error. */
+static int
+cell_enter(SpCell *self, sp_monitor_saved *saved, PyObject **token)
+{
+    if (sp_monitor_enter(saved, self->monitored) < 0) {
+        return -1;
+    }
+    *token = sp_context_enter(self->run);
+    if (*token == NULL) {
+        sp_monitor_leave(saved);
+        return -1;
+    }
+    return 0;
+}
+
+/* Leave what cell_enter entered; a pending exception survives.  Steals
+ * `token`.  0 ok, -1 error. */
+static int
+cell_leave(sp_monitor_saved *saved, PyObject *token)
+{
+    int left = sp_context_leave(token);
+    sp_monitor_leave(saved);
+    return left;
+}
+
+/* Send `arg` (or throw `exc`) into `it` with the run entered. */
 static PySendResult
 cell_drive(SpCell *self, PyObject *it, PyObject *arg, PyObject *exc,
            PyObject **out)
 {
-    *out = NULL;
     sp_monitor_saved saved;
-    if (sp_monitor_enter(&saved) < 0) {
-        return PYGEN_ERROR;
-    }
-    PyObject *token = sp_context_enter(self->run);
-    if (token == NULL) {
-        sp_monitor_leave(&saved);
+    PyObject *token;
+    *out = NULL;
+    if (cell_enter(self, &saved, &token) < 0) {
         return PYGEN_ERROR;
     }
     PySendResult r = exc != NULL ? cell_throw_into(it, exc, out)
                                  : PyIter_Send(it, arg, out);
-    int left = sp_context_leave(token);
-    sp_monitor_leave(&saved);
-    if (left < 0 && r != PYGEN_ERROR) {
+    if (cell_leave(&saved, token) < 0 && r != PYGEN_ERROR) {
         Py_CLEAR(*out);
         return PYGEN_ERROR;
     }
@@ -985,10 +1007,16 @@ cell_start(SpCell *self)
         }
         return -1;
     }
+    if (sp_monitor_sync() < 0) {
+        return -1;
+    }
     self->code = runner_compile(r, self->source, &self->has_result);
     if (self->code == NULL ||
-        sp_context_register_codes(self->code, self->run) < 0 ||
-        sp_monitor_watch_cell(self->code) < 0) {
+        sp_context_register_codes(self->code, self->run) < 0) {
+        return -1;
+    }
+    self->monitored = sp_monitor_cell_wants(self->code);
+    if (self->monitored && sp_monitor_watch_cell(self->code) < 0) {
         return -1;
     }
     /* A copy of the host namespace: the cell's top-level names are its
@@ -1002,22 +1030,16 @@ cell_start(SpCell *self)
                           PyEval_GetBuiltins()) == NULL) {
         return -1;
     }
-    if (cell_begin(self) < 0 || sp_monitor_sync() < 0) {
+    if (cell_begin(self) < 0) {
         return -1;
     }
     sp_monitor_saved saved;
-    if (sp_monitor_enter(&saved) < 0) {
-        return -1;
-    }
-    PyObject *token = sp_context_enter(self->run);
-    if (token == NULL) {
-        sp_monitor_leave(&saved);
+    PyObject *token;
+    if (cell_enter(self, &saved, &token) < 0) {
         return -1;
     }
     PyObject *res = PyEval_EvalCode(self->code, self->globals, self->globals);
-    int left = sp_context_leave(token);
-    sp_monitor_leave(&saved);
-    if (left < 0 || res == NULL) {
+    if (cell_leave(&saved, token) < 0 || res == NULL) {
         Py_XDECREF(res);
         return -1;
     }
