@@ -137,13 +137,14 @@ class PosAllowPolicy(AllowPolicy):
     def __init__(self, pos: int = 0, kw: str | None = None):
         self.pos, self.kw = pos, kw
 
-    def __call__(self, obj, args, kwargs, data):
+    def target(self, args: list, kwargs: dict) -> Any:
+        """The argument this policy checks (keyword first), or None."""
         if self.kw is not None and self.kw in kwargs:
-            target = kwargs[self.kw]
-        elif self.pos < len(args):
-            target = args[self.pos]
-        else:
-            return
+            return kwargs[self.kw]
+        return args[self.pos] if self.pos < len(args) else None
+
+    def __call__(self, obj, args, kwargs, data):
+        target = self.target(args, kwargs)
         if isinstance(target, (str, bytes)) or hasattr(target, "__fspath__"):
             chk_dest(target, data)
 

@@ -27,12 +27,7 @@ class LocalWritePolicy(PosAllowPolicy):
     the network traffic it makes."""
 
     def __call__(self, obj, args, kwargs, data):
-        if self.kw is not None and self.kw in kwargs:
-            target = kwargs[self.kw]
-        elif self.pos < len(args):
-            target = args[self.pos]
-        else:
-            return None
+        target = self.target(args, kwargs)
         if isinstance(target, bytes):
             text = target.decode("utf-8", "replace")
         else:

@@ -12,6 +12,7 @@
  * sp_context_current from whatever thread raised the event; a ContextVar
  * read is per-thread-context by construction, so no locking is needed.
  */
+#include "common.h"
 #include "context.h"
 
 #include <stddef.h>
@@ -21,6 +22,7 @@ static struct {
     PyTypeObject *run_type; /* owned: the SpRun heap type */
     PyObject *run_var;      /* owned: ContextVar holding the current SpRun */
     PyObject *cell_codes;   /* owned: {id(code): (weakref(code), twin run)} */
+    PyObject *cell_prefix;  /* owned: interned "<pyrun_" */
 } context_global;
 
 static PyObject *context_code_gone(PyObject *key, PyObject *wr);
@@ -55,16 +57,6 @@ run_tp_clear(PyObject *self)
     return 0;
 }
 
-static void
-run_tp_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    (void)run_tp_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static PyObject *
 run_get_ok_dests(PyObject *self, void *closure)
 {
@@ -90,7 +82,7 @@ static PyType_Slot run_slots[] = {
     {Py_tp_doc, "The policy of one sandboxed cell run (read-only)."},
     {Py_tp_traverse, run_tp_traverse},
     {Py_tp_clear, run_tp_clear},
-    {Py_tp_dealloc, run_tp_dealloc},
+    {Py_tp_dealloc, sp_gc_dealloc},
     {Py_tp_getset, run_getset},
     {0, NULL},
 };
@@ -119,7 +111,9 @@ sp_context_init(PyObject *module)
         context_global.run_type = (PyTypeObject *)tp;
         context_global.run_var = var;
         context_global.cell_codes = PyDict_New();
-        if (context_global.cell_codes == NULL) {
+        context_global.cell_prefix = PyUnicode_InternFromString("<pyrun_");
+        if (context_global.cell_codes == NULL ||
+            context_global.cell_prefix == NULL) {
             return -1;
         }
     }
@@ -249,7 +243,15 @@ sp_context_call_outside(PyObject *fn, PyObject *arg)
     return res;
 }
 
-/* ---- cell code that runs after its run ------------------------------------ */
+/* ---- cell code -------------------------------------------------------------- */
+
+int
+sp_context_is_cell_code(PyCodeObject *code)
+{
+    return PyUnicode_Check(code->co_filename) &&
+           PyUnicode_Tailmatch(code->co_filename, context_global.cell_prefix, 0,
+                               7, -1) == 1;
+}
 
 /* Weak-reference callback: the code object `key` names was freed. */
 static PyObject *

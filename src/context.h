@@ -61,6 +61,11 @@ int sp_context_leave(PyObject *token);
  * exception.  Steals `token`.  0 ok, -1 error. */
 int sp_context_leave_var(PyObject *var, PyObject *token);
 
+/* Whether `code` was compiled from a cell: its file is `<pyrun_N>` (the
+ * name srcfn gives).  Used to stop the trust search at cell code, to trim
+ * tracebacks and shape messages. */
+int sp_context_is_cell_code(PyCodeObject *code);
+
 /* Remember that `code` and every code object nested in it were compiled
  * from a cell of `run`, so that they stay gated under its policy when they
  * run later outside any run (a function the host calls after the run, a

@@ -38,7 +38,6 @@
  * released (the hook that reads them lives as long as the process). */
 static struct {
     int installed;
-    PyObject *cell_prefix;       /* owned: the string "<pyrun_" */
     PyObject *package_name;      /* owned: the string "safepyrun" */
     PyObject *to_thread_code;    /* owned: asyncio.to_thread.__code__ */
     PyObject *submit;            /* owned: the real ThreadPoolExecutor.submit */
@@ -85,16 +84,6 @@ hook_short_repr(PyObject *obj)
     PyObject *res = PyUnicode_FromFormat("%U...", cut);
     Py_DECREF(cut);
     return res;
-}
-
-/* Whether `code` was compiled from a cell (file `<pyrun_N>`).  Names are
- * forgeable, but this only shapes messages. */
-static int
-hook_is_cell_code(PyCodeObject *code)
-{
-    return PyUnicode_Check(code->co_filename) &&
-           PyUnicode_Tailmatch(code->co_filename, hook_global.cell_prefix, 0,
-                               7, -1) == 1;
 }
 
 /* "file:line qualname" for one frame.  New reference or NULL. */
@@ -145,7 +134,7 @@ hook_call_chain(void)
     Py_XINCREF(frame);
     while (frame != NULL && n < HOOK_MAX_WALK) {
         PyCodeObject *code = PyFrame_GetCode(frame);
-        if (hook_is_cell_code(code)) {
+        if (sp_context_is_cell_code(code)) {
             cut = n;
         }
         Py_DECREF(code);
@@ -745,9 +734,8 @@ sp_hook_init(PyObject *module)
     if (hook_global.installed) {
         return 0;
     }
-    hook_global.cell_prefix = PyUnicode_InternFromString("<pyrun_");
     hook_global.package_name = PyUnicode_InternFromString("safepyrun");
-    if (hook_global.cell_prefix == NULL || hook_global.package_name == NULL) {
+    if (hook_global.package_name == NULL) {
         return -1;
     }
 #if SP_NEED_THREAD_GUARD

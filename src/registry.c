@@ -692,38 +692,38 @@ sp_registry_version(void)
 
 /* ---- Python functions ------------------------------------------------- */
 
+/* allow_register / allow_remove: (owner, name=None, policy=None). */
 static PyObject *
-registry_py_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+registry_py_change(PyObject *const *args, Py_ssize_t nargs,
+                   int (*change)(PyObject *, PyObject *, PyObject *),
+                   const char *usage)
 {
-    (void)module;
     if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError,
-                        "allow_register(owner, name=None, policy=None)");
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
     PyObject *name = nargs > 1 ? args[1] : Py_None;
     PyObject *policy = nargs > 2 ? args[2] : Py_None;
-    if (sp_registry_add(args[0], name, policy) < 0) {
+    if (change(args[0], name, policy) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
 static PyObject *
+registry_py_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    return registry_py_change(args, nargs, sp_registry_add,
+                              "allow_register(owner, name=None, policy=None)");
+}
+
+static PyObject *
 registry_py_remove(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError,
-                        "allow_remove(owner, name=None, policy=None)");
-        return NULL;
-    }
-    PyObject *name = nargs > 1 ? args[1] : Py_None;
-    PyObject *policy = nargs > 2 ? args[2] : Py_None;
-    if (sp_registry_remove(args[0], name, policy) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return registry_py_change(args, nargs, sp_registry_remove,
+                              "allow_remove(owner, name=None, policy=None)");
 }
 
 static PyObject *

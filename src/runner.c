@@ -27,6 +27,7 @@
  * ExceptionGroup) is replaced by the refusal; the traceback is trimmed to
  * start at the cell's frames.
  */
+#include "common.h"
 #include "runner.h"
 
 #include "check.h"
@@ -35,6 +36,9 @@
 #include "monitor.h"
 #include "paths.h"
 #include "trust.h"
+
+#include <stddef.h>
+#include <structmember.h>
 
 #define RUNNER_RESULT "__safepyrun_result__"
 #define RUNNER_MAX_UNWRAP 32
@@ -51,7 +55,6 @@ static struct {
     PyObject *ast_store;        /* owned: an _ast.Store() instance */
     PyObject *linecache;        /* owned: the linecache module (first srcfn) */
     PyObject *result_name;      /* owned: interned RUNNER_RESULT */
-    PyObject *cell_prefix;      /* owned: interned "<pyrun_" */
     PyObject *builtins_name;    /* owned: interned "__builtins__" */
     PyObject *default_banned;   /* owned: tuple of the default banned imports */
     PyObject *all_tasks;        /* owned: asyncio.all_tasks (first run) */
@@ -143,9 +146,7 @@ runner_is_cell_function(PyObject *obj)
     if (!PyFunction_Check(obj)) {
         return 0;
     }
-    PyObject *fn = ((PyCodeObject *)PyFunction_GET_CODE(obj))->co_filename;
-    return PyUnicode_Check(fn) &&
-           PyUnicode_Tailmatch(fn, runner_global.cell_prefix, 0, 7, -1) == 1;
+    return sp_context_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(obj));
 }
 
 /* The export rule (DESIGN.md, "Namespaces"): 1 if cell name `k` with value
@@ -273,16 +274,6 @@ runner_tp_clear(PyObject *self)
     return 0;
 }
 
-static void
-runner_tp_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    (void)runner_tp_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None,
  *        pre_deny=None) */
 static PyObject *
@@ -358,39 +349,11 @@ error:
 }
 
 static PyObject *
-runner_get_g(PyObject *self, void *c)
-{
-    (void)c;
-    return Py_NewRef(((SpRunner *)self)->g);
-}
-
-static PyObject *
-runner_get_ok_dests(PyObject *self, void *c)
-{
-    (void)c;
-    return Py_NewRef(((SpRunner *)self)->ok_dests);
-}
-
-static PyObject *
-runner_get_banned(PyObject *self, void *c)
-{
-    (void)c;
-    return Py_NewRef(((SpRunner *)self)->banned);
-}
-
-static PyObject *
 runner_get_data(PyObject *self, void *c)
 {
     (void)c;
     /* A copy: the runner's policy data cannot be changed through it. */
     return PyDict_Copy(((SpRunner *)self)->data);
-}
-
-static PyObject *
-runner_get_pre_deny(PyObject *self, void *c)
-{
-    (void)c;
-    return Py_NewRef(((SpRunner *)self)->pre_deny);
 }
 
 static PyObject *
@@ -407,17 +370,22 @@ runner_get_yolo(PyObject *self, void *c)
     return PyBool_FromLong(((SpRunner *)self)->yolo);
 }
 
+static PyMemberDef runner_members[] = {
+    {"g", T_OBJECT_EX, offsetof(SpRunner, g), READONLY,
+     "The host namespace cells run in."},
+    {"ok_dests", T_OBJECT_EX, offsetof(SpRunner, ok_dests), READONLY,
+     "Normalised write destinations (tuple), or None."},
+    {"ban_imports", T_OBJECT_EX, offsetof(SpRunner, banned), READONLY,
+     "Modules a cell may not import (tuple)."},
+    {"pre_deny", T_OBJECT_EX, offsetof(SpRunner, pre_deny), READONLY,
+     "The host's pre_deny hook, or None."},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyGetSetDef runner_getset[] = {
-    {"g", runner_get_g, NULL, "The host namespace cells run in.", NULL},
-    {"ok_dests", runner_get_ok_dests, NULL,
-     "Normalised write destinations (tuple), or None.", NULL},
-    {"ban_imports", runner_get_banned, NULL, "Modules a cell may not import.",
-     NULL},
     {"data", runner_get_data, NULL, "A copy of the data handed to policies.",
      NULL},
     {"ban_defs", runner_get_ban_defs, NULL, "Whether def/class are refused.",
-     NULL},
-    {"pre_deny", runner_get_pre_deny, NULL, "The host's pre_deny hook, or None.",
      NULL},
     {"yolo", runner_get_yolo, NULL, "True when nothing is gated.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -566,16 +534,6 @@ cell_tp_clear(PyObject *self)
     Py_CLEAR(c->seen);
     Py_CLEAR(c->error);
     return 0;
-}
-
-static void
-cell_tp_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    (void)cell_tp_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
 }
 
 /* Compile `source` for `runner`: type and NUL checks, parse, syntax-tree
@@ -895,9 +853,7 @@ cell_tb_in_cell(PyObject *tb)
 {
     PyFrameObject *frame = ((PyTracebackObject *)tb)->tb_frame;
     PyCodeObject *code = PyFrame_GetCode(frame);
-    int is_cell = PyUnicode_Check(code->co_filename) &&
-                  PyUnicode_Tailmatch(code->co_filename, runner_global.cell_prefix,
-                                      0, 7, -1) == 1;
+    int is_cell = sp_context_is_cell_code(code);
     Py_DECREF(code);
     return is_cell;
 }
@@ -1178,41 +1134,18 @@ cell_am_send(PyObject *self, PyObject *arg, PyObject **result)
     return cell_advance((SpCell *)self, arg, NULL, result);
 }
 
-/* Turn a send result into the Python iterator protocol: the yielded value,
- * or NULL with StopIteration(value) / the error. */
-static PyObject *
-cell_result_to_python(PySendResult r, PyObject *value)
-{
-    if (r == PYGEN_NEXT) {
-        return value;
-    }
-    if (r == PYGEN_RETURN) {
-        /* StopIteration(value) built explicitly: a tuple or exception
-         * value must not be taken as constructor arguments. */
-        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
-        Py_DECREF(value);
-        if (stop != NULL) {
-            PyErr_SetObject(PyExc_StopIteration, stop);
-            Py_DECREF(stop);
-        }
-    }
-    return NULL;
-}
-
-static PyObject *
-cell_tp_iternext(PyObject *self)
-{
-    PyObject *value;
-    PySendResult r = cell_advance((SpCell *)self, Py_None, NULL, &value);
-    return cell_result_to_python(r, value);
-}
-
 static PyObject *
 cell_send(PyObject *self, PyObject *arg)
 {
     PyObject *value;
     PySendResult r = cell_advance((SpCell *)self, arg, NULL, &value);
-    return cell_result_to_python(r, value);
+    return sp_send_result_to_python(r, value);
+}
+
+static PyObject *
+cell_tp_iternext(PyObject *self)
+{
+    return cell_send(self, Py_None);
 }
 
 static PyObject *
@@ -1243,7 +1176,7 @@ cell_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *value;
     PySendResult r = cell_advance((SpCell *)self, Py_None, exc, &value);
     Py_DECREF(exc);
-    return cell_result_to_python(r, value);
+    return sp_send_result_to_python(r, value);
 }
 
 static PyObject *
@@ -1278,7 +1211,7 @@ static PyType_Slot cell_slots[] = {
     {Py_tp_doc, "One cell run: await it to run the cell and get its value."},
     {Py_tp_traverse, cell_tp_traverse},
     {Py_tp_clear, cell_tp_clear},
-    {Py_tp_dealloc, cell_tp_dealloc},
+    {Py_tp_dealloc, sp_gc_dealloc},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, cell_tp_iternext},
     {Py_tp_methods, cell_methods},
@@ -1309,9 +1242,10 @@ static PyType_Slot runner_slots[] = {
     {Py_tp_new, runner_tp_new},
     {Py_tp_traverse, runner_tp_traverse},
     {Py_tp_clear, runner_tp_clear},
-    {Py_tp_dealloc, runner_tp_dealloc},
+    {Py_tp_dealloc, sp_gc_dealloc},
     {Py_tp_methods, runner_methods},
     {Py_tp_getset, runner_getset},
+    {Py_tp_members, runner_members},
     {0, NULL},
 };
 
@@ -1360,14 +1294,12 @@ runner_global_init(PyObject *module)
         runner_global.ast_store = PyObject_CallNoArgs(store_cls);
     }
     runner_global.result_name = PyUnicode_InternFromString(RUNNER_RESULT);
-    runner_global.cell_prefix = PyUnicode_InternFromString("<pyrun_");
     runner_global.builtins_name = PyUnicode_InternFromString("__builtins__");
     runner_global.default_banned = Py_BuildValue(
         "(ssss)", "socket", "importlib", "ctypes", "safepyrun");
     if (runner_global.compile == NULL || runner_global.ast_expr == NULL ||
         runner_global.ast_assign == NULL || runner_global.ast_name == NULL ||
         runner_global.ast_store == NULL || runner_global.result_name == NULL ||
-        runner_global.cell_prefix == NULL ||
         runner_global.builtins_name == NULL ||
         runner_global.default_banned == NULL) {
         goto done;

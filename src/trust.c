@@ -22,6 +22,7 @@
  * Also here: set_data (default policy data), the pre_deny hook's info
  * objects, track_call, and in_run.  Threading: GIL held throughout.
  */
+#include "common.h"
 #include "trust.h"
 
 #include "paths.h"
@@ -40,7 +41,6 @@ static struct {
     PyTypeObject *call_info;  /* struct sequence CallInfo */
     PyTypeObject *tracked;    /* track_call wrapper type */
     PyTypeObject *tracked_aw; /* its awaitable */
-    PyObject *cell_prefix;    /* interned "<pyrun_" */
     PyObject *module_name;    /* interned "<module>" */
     PyObject *name_key;       /* interned "__name__" */
     PyObject *empty_tuple;
@@ -48,13 +48,6 @@ static struct {
 
 /* Frames the search walks at most; deeper stacks are not trusted. */
 #define TRUST_MAX_DEPTH 1000
-
-static int
-trust_is_cell_code(PyCodeObject *code)
-{
-    return PyUnicode_Check(code->co_filename) &&
-           PyUnicode_Tailmatch(code->co_filename, trust.cell_prefix, 0, 7, -1) == 1;
-}
 
 /* ---- arguments of a frame ---------------------------------------------- */
 
@@ -294,7 +287,7 @@ sp_trust_search(SpRun *run, PyObject **refusals)
     Py_XINCREF(frame);
     while (frame != NULL && verdict == 2 && depth++ < TRUST_MAX_DEPTH) {
         PyCodeObject *code = PyFrame_GetCode(frame);
-        if (trust_is_cell_code(code)) {
+        if (sp_context_is_cell_code(code)) {
             saw_cell = 1;
             Py_DECREF(code);
             break;
@@ -451,7 +444,7 @@ trust_active_calls(void)
         }
         Py_DECREF(info);
         PyCodeObject *code = PyFrame_GetCode(frame);
-        int cell = trust_is_cell_code(code);
+        int cell = sp_context_is_cell_code(code);
         Py_DECREF(code);
         if (cell) {
             break;
@@ -615,16 +608,6 @@ tracked_tp_clear(PyObject *self)
     return 0;
 }
 
-static void
-tracked_tp_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    (void)tracked_tp_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static int
 tracked_aw_tp_traverse(PyObject *self, visitproc visit, void *arg)
 {
@@ -640,16 +623,6 @@ tracked_aw_tp_clear(PyObject *self)
     Py_CLEAR(((SpTrackedAwait *)self)->inner);
     Py_CLEAR(((SpTrackedAwait *)self)->calls);
     return 0;
-}
-
-static void
-tracked_aw_tp_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    (void)tracked_aw_tp_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
 }
 
 /* Call `fn(*args, **kwargs)` or step an awaitable with `calls` set. */
@@ -760,7 +733,7 @@ static PyType_Slot tracked_slots[] = {
     {Py_tp_doc, "A function wrapped by track_call."},
     {Py_tp_traverse, tracked_tp_traverse},
     {Py_tp_clear, tracked_tp_clear},
-    {Py_tp_dealloc, tracked_tp_dealloc},
+    {Py_tp_dealloc, sp_gc_dealloc},
     {Py_tp_call, tracked_tp_call},
     {Py_tp_getattro, tracked_getattro},
     {Py_tp_descr_get, tracked_descr_get},
@@ -795,41 +768,17 @@ tracked_aw_am_send(PyObject *self, PyObject *arg, PyObject **result)
 }
 
 static PyObject *
-tracked_aw_iternext(PyObject *self)
-{
-    PyObject *value;
-    PySendResult r = tracked_aw_am_send(self, Py_None, &value);
-    if (r == PYGEN_NEXT) {
-        return value;
-    }
-    if (r == PYGEN_RETURN) {
-        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
-        Py_DECREF(value);
-        if (stop != NULL) {
-            PyErr_SetObject(PyExc_StopIteration, stop);
-            Py_DECREF(stop);
-        }
-    }
-    return NULL;
-}
-
-static PyObject *
 tracked_aw_send(PyObject *self, PyObject *arg)
 {
     PyObject *value;
     PySendResult r = tracked_aw_am_send(self, arg, &value);
-    if (r == PYGEN_NEXT) {
-        return value;
-    }
-    if (r == PYGEN_RETURN) {
-        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
-        Py_DECREF(value);
-        if (stop != NULL) {
-            PyErr_SetObject(PyExc_StopIteration, stop);
-            Py_DECREF(stop);
-        }
-    }
-    return NULL;
+    return sp_send_result_to_python(r, value);
+}
+
+static PyObject *
+tracked_aw_iternext(PyObject *self)
+{
+    return tracked_aw_send(self, Py_None);
 }
 
 /* throw/close go to the inner iterator with the record set. */
@@ -875,7 +824,7 @@ static PyMethodDef tracked_aw_methods[] = {
 static PyType_Slot tracked_aw_slots[] = {
     {Py_tp_traverse, tracked_aw_tp_traverse},
     {Py_tp_clear, tracked_aw_tp_clear},
-    {Py_tp_dealloc, tracked_aw_tp_dealloc},
+    {Py_tp_dealloc, sp_gc_dealloc},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, tracked_aw_iternext},
     {Py_tp_methods, tracked_aw_methods},
@@ -935,7 +884,6 @@ int
 sp_trust_init(PyObject *module)
 {
     if (trust.calls_var == NULL) {
-        trust.cell_prefix = PyUnicode_InternFromString("<pyrun_");
         trust.module_name = PyUnicode_InternFromString("<module>");
         trust.name_key = PyUnicode_InternFromString("__name__");
         trust.empty_tuple = PyTuple_New(0);
@@ -948,7 +896,7 @@ sp_trust_init(PyObject *module)
                                                                  &tracked_spec, NULL);
         trust.tracked_aw = (PyTypeObject *)PyType_FromModuleAndSpec(
             module, &tracked_aw_spec, NULL);
-        if (trust.cell_prefix == NULL || trust.module_name == NULL ||
+        if (trust.module_name == NULL ||
             trust.name_key == NULL || trust.empty_tuple == NULL ||
             trust.default_data == NULL || trust.default_dests == NULL ||
             trust.calls_var == NULL ||

@@ -1,0 +1,45 @@
+/* common.h - small helpers several engine files share.
+ *
+ * Header-only (static inline): the slot boilerplate of the engine's GC heap
+ * types and the iterator-protocol end of its awaitables.
+ */
+#ifndef SP_COMMON_H
+#define SP_COMMON_H
+
+#include "compat.h"
+
+/* tp_dealloc of a GC heap type whose tp_clear drops every owned field:
+ * untrack, clear, free, and release the instance's reference to its type. */
+static inline void
+sp_gc_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)tp->tp_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* The iterator protocol's side of an am_send result: the yielded value
+ * (PYGEN_NEXT), or NULL with StopIteration(value) set (PYGEN_RETURN) or the
+ * pending error (PYGEN_ERROR).  Steals `value`.  StopIteration is built
+ * explicitly so that a tuple or exception value is not taken as its
+ * constructor's arguments. */
+static inline PyObject *
+sp_send_result_to_python(PySendResult r, PyObject *value)
+{
+    if (r == PYGEN_NEXT) {
+        return value;
+    }
+    if (r == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+        Py_DECREF(value);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+#endif /* SP_COMMON_H */
