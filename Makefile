@@ -3,6 +3,7 @@
 #   make demo    fresh clone -> venv -> build -> examples/demo.py
 #   make test    build and run the tests on every interpreter present
 #   make asan    the same tests against an -fsanitize=address,undefined build
+#   make debug   the same tests against an -O0 -g3 build with assertions on
 #
 # Interpreters: the default python3 (3.11 here) and a 3.13: Debian's
 # /usr/bin/python3.13 where present, else pyenv's.  3.13 exercises the
@@ -15,10 +16,11 @@ PYTHONS ?= $(PYTHON) $(PY313)
 WERROR := -Werror
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined -O1 -g
+DEBUG_FLAGS := -O0 -g3 -UNDEBUG
 VENVS := .venv
 TEST_DEPS := pytest hypothesis numpy pandas matplotlib ipython
 
-.PHONY: demo test asan clean build-% 
+.PHONY: demo test test-one asan debug clean
 
 # $(call venv,python,dir): create the venv with build and test tools once.
 define venv
@@ -62,6 +64,12 @@ asan:
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  PYTHONMALLOC=malloc ../$(VENVS)/asan/bin/python -m pytest -q \
 	  -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
+debug:
+	$(call venv,$(PYTHON),$(VENVS)/debug)
+	$(call install,$(VENVS)/debug,$(WERROR) $(DEBUG_FLAGS))
+	cd tests && ../$(VENVS)/debug/bin/python -m pytest -q -p no:cacheprovider \
+	  -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf build *.egg-info safepyrun/*.so $(VENVS)

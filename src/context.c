@@ -354,5 +354,9 @@ sp_context_run_of_frames(SpRun **run)
         Py_SETREF(frame, PyFrame_GetBack(frame));
     }
     Py_XDECREF(frame);
+    if (PyErr_Occurred()) { /* PyFrame_GetBack ran out of memory */
+        Py_CLEAR(*run);
+        return -1;
+    }
     return found;
 }

@@ -139,9 +139,12 @@ hook_call_chain(void)
         }
         Py_DECREF(code);
         frames[n++] = frame;
-        frame = PyFrame_GetBack(frame);
+        frame = PyFrame_GetBack(frame); /* NULL: the end, or out of memory */
     }
     Py_XDECREF(frame);
+    if (PyErr_Occurred()) {
+        goto done;
+    }
     Py_ssize_t shown = cut >= 0 ? cut + 1 : (n < HOOK_MAX_CHAIN ? n : HOOK_MAX_CHAIN);
     parts = PyList_New(0);
     if (parts == NULL) {
@@ -470,7 +473,7 @@ hook_setattr_tampers(PyObject *args)
 
 /* Whether asyncio.to_thread is running in this frame stack: it starts the
  * default executor's worker, whose work runs in a copy of the caller's
- * context and so stays gated. */
+ * context and so stays gated.  1 yes, 0 no, -1 error. */
 static int
 hook_in_to_thread(void)
 {
@@ -487,7 +490,7 @@ hook_in_to_thread(void)
         Py_SETREF(frame, PyFrame_GetBack(frame));
     }
     Py_XDECREF(frame);
-    return found;
+    return PyErr_Occurred() ? -1 : found;
 }
 
 /* The slow path: an event that may be refused, inside a gated run.
@@ -521,11 +524,13 @@ hook_judge(SpRun *run, const sp_rule *rule, const char *event,
             return 0;
         }
         break;
-    case SP_RULE_THREAD:
-        if (hook_in_to_thread()) {
-            return 0;
+    case SP_RULE_THREAD: {
+        int in_to_thread = hook_in_to_thread();
+        if (in_to_thread != 0) {
+            return in_to_thread < 0 ? -1 : 0;
         }
         break;
+    }
     case SP_RULE_DENY:
         break;
     }
@@ -536,6 +541,7 @@ static int
 hook_audit(const char *event, PyObject *args, void *user_data)
 {
     (void)user_data;
+    assert(args == NULL || PyTuple_Check(args));
     const sp_rule *rule = sp_rules_lookup(event);
     if (rule != NULL) {
         if (rule->kind == SP_RULE_ALLOW) {

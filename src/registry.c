@@ -579,6 +579,9 @@ registry_index_get(PyObject *index, PyObject *key)
         PyErr_Clear();
         return NULL;
     }
+    /* Frozen by registry_rebuild: (key object, tuple of grants). */
+    assert(PyTuple_Check(slot) && PyTuple_GET_SIZE(slot) == 2);
+    assert(PyTuple_Check(PyTuple_GET_ITEM(slot, 1)));
     return Py_NewRef(PyTuple_GET_ITEM(slot, 1));
 }
 

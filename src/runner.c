@@ -1054,6 +1054,8 @@ cell_export_on_error(SpCell *self)
 static PySendResult
 cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
 {
+    assert(self->state >= CELL_START && self->state <= CELL_FINISHED);
+    assert(!PyErr_Occurred());
     *out = NULL;
     for (;;) {
         switch (self->state) {
@@ -1069,6 +1071,7 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
         case CELL_CORO:
         case CELL_WAIT: {
             PyObject **it = self->state == CELL_CORO ? &self->coro : &self->waiter;
+            assert(*it != NULL);
             PySendResult r = cell_drive(self, *it, arg, exc, out);
             exc = NULL;
             arg = Py_None;

@@ -301,7 +301,10 @@ sp_trust_search(SpRun *run, PyObject **refusals)
             PyObject *globals = PyFrame_GetGlobals(frame);
             int module_level = PyUnicode_Check(code->co_name) &&
                 PyUnicode_Compare(code->co_name, trust.module_name) == 0;
-            if (sp_registry_globals_trusted(globals, module_level)) {
+            if (globals == NULL) {
+                verdict = -1;
+            }
+            else if (sp_registry_globals_trusted(globals, module_level)) {
                 verdict = 1;
             }
             Py_XDECREF(globals);
@@ -310,6 +313,9 @@ sp_trust_search(SpRun *run, PyObject **refusals)
         Py_SETREF(frame, PyFrame_GetBack(frame));
     }
     Py_XDECREF(frame);
+    if (verdict == 2 && PyErr_Occurred()) {
+        verdict = -1; /* PyFrame_GetBack ran out of memory */
+    }
     if (verdict == 2 && !saw_cell) {
         verdict = trust_judge_tracked(run, *refusals);
     }
@@ -452,6 +458,9 @@ trust_active_calls(void)
         Py_SETREF(frame, PyFrame_GetBack(frame));
     }
     Py_XDECREF(frame);
+    if (calls != NULL && PyErr_Occurred()) {
+        Py_CLEAR(calls); /* PyFrame_GetBack ran out of memory */
+    }
     return calls;
 }
 
