@@ -345,11 +345,22 @@ def worker_env(cfgdir):
     return env
 
 
+def system_env(ctx, s):
+    """The environment of one system's processes: its own empty
+    XDG_CONFIG_HOME.  Not shared: the published safepyrun writes a default
+    `safepyrun/config.py` there on import, which our package (same config
+    path, by design) would then run, and its import would be measured with
+    another system's config."""
+    cfg = os.path.join(ctx["cwd"], "cfg-" + s.key)
+    os.makedirs(cfg, exist_ok=True)
+    return worker_env(cfg)
+
+
 def start_worker(s, ctx, timeout):
     s.errlog = open(os.path.join(LOGS, "worker-%s.log" % s.key), "a")
     s.proc = subprocess.Popen([s.venv.python, "-I", os.path.join(BENCH, "worker.py"), s.worker_name],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=s.errlog,
-                              cwd=ctx["cwd"], env=ctx["env"], text=True, bufsize=1)
+                              cwd=ctx["cwd"], env=system_env(ctx, s), text=True, bufsize=1)
     msg = read_reply(s, timeout)
     if not msg.get("ready"):
         stop_worker(s)
@@ -458,7 +469,8 @@ def run_import(systems, ctx, nprocs, timeout):
             t0 = time.perf_counter()
             try:
                 p = subprocess.run([s.venv.python, "-I", "-c", code], capture_output=True, text=True,
-                                   cwd=ctx["cwd"], env=ctx["env"], timeout=timeout, stdin=subprocess.DEVNULL)
+                                   cwd=ctx["cwd"], env=system_env(ctx, s), timeout=timeout,
+                                   stdin=subprocess.DEVNULL)
             except subprocess.TimeoutExpired:
                 res[s.key] = "timed out"
                 continue
@@ -775,7 +787,8 @@ def write_results(path, systems, stats, cmp_rows, tg, env, args, meta):
              "`ok_dests`, so every call needs the trusted-call check.")
     L.append("- W7 runs `python -I -c 'import safepyrun'` %d times per system in fresh processes (after one "
              "discarded warm-up), alternating systems; memory is the growth of resident pages across the import." % args.w7_procs)
-    L.append("- Workers run with `-I` and an empty `XDG_CONFIG_HOME`, so no user `safepyrun/config.py` is loaded.")
+    L.append("- Workers run with `-I` and an empty `XDG_CONFIG_HOME` of their own, so no user `safepyrun/config.py` is "
+             "loaded (the published package writes a default one on import; each system has its own directory).")
     L.append("")
     with open(path, "w") as f:
         f.write("\n".join(L))
@@ -919,8 +932,7 @@ def main():
     rounds = args.rounds or W.ROUNDS[mode]
     timeout = args.timeout or (120 if args.quick else 600)
     with tempfile.TemporaryDirectory(prefix="safepyrun-bench-") as tmp:
-        os.makedirs(os.path.join(tmp, "cfg"))
-        ctx = {"cwd": tmp, "env": worker_env(os.path.join(tmp, "cfg")), "rounds": rounds}
+        ctx = {"cwd": tmp, "rounds": rounds}
         log("== running (%d rounds)" % rounds)
         cells = run_cells(systems, mode, ctx, only, timeout)
         imports = run_import(systems, ctx, args.w7_procs, timeout) if "W7" in only else {}
