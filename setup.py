@@ -4,27 +4,21 @@ Extra compiler flags come from SAFEPYRUN_CFLAGS (the Makefile's debug,
 sanitizer and -Werror builds use it); a plain `pip install .` needs nothing.
 """
 import glob
+import hashlib
 import os
 import shlex
 
 from setuptools import Extension, setup
-from setuptools.command.build_ext import build_ext
-
-
-class ForcedBuildExt(build_ext):
-    """Always recompile: the release, sanitizer and debug builds share the
-    build directory, and objects built with other flags must not be reused."""
-
-    def initialize_options(self):
-        super().initialize_options()
-        self.force = True
-
 
 extra = shlex.split(os.environ.get("SAFEPYRUN_CFLAGS", ""))
 link = [f for f in extra if f.startswith("-fsanitize")]
 
+# The release, sanitizer and debug builds must never share object files:
+# each set of flags builds in a directory of its own.
+flavour = hashlib.sha256(" ".join(extra).encode()).hexdigest()[:12]
+
 setup(
-    cmdclass={"build_ext": ForcedBuildExt},
+    options={"build": {"build_base": f"build/{flavour}"}},
     ext_modules=[
         Extension(
             "safepyrun._engine",
