@@ -409,3 +409,59 @@ sp_check_tree(PyObject *tree, PyObject *banned, int ban_defs,
     check_ctx ctx = {banned, ban_defs, filename};
     return check_visit_node(&ctx, tree);
 }
+
+/* ---- the text pre-filter --------------------------------------------------- */
+
+/* Whether `word` occurs in text[0:n]; with `unless_after_dot`, occurrences
+ * right after a '.' do not count. */
+static int
+check_text_has(const char *text, size_t n, const char *word, size_t len,
+               int unless_after_dot)
+{
+    const char *p = text, *end = text + n;
+    while (len > 0 && (size_t)(end - p) >= len) {
+        const char *hit = memmem(p, (size_t)(end - p), word, len);
+        if (hit == NULL) {
+            return 0;
+        }
+        if (!unless_after_dot || hit == text || hit[-1] != '.') {
+            return 1;
+        }
+        p = hit + 1;
+    }
+    return 0;
+}
+
+int
+sp_check_needed(PyObject *source, PyObject *banned, int ban_defs)
+{
+    if (!PyUnicode_Check(source) || !PyUnicode_IS_ASCII(source)) {
+        return 1;
+    }
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(source);
+    size_t n = (size_t)PyUnicode_GET_LENGTH(source);
+    static const char *const calls[] = {"exec", "eval", "compile", NULL};
+    for (int i = 0; calls[i] != NULL; i++) {
+        if (check_text_has(text, n, calls[i], strlen(calls[i]), 1)) {
+            return 1;
+        }
+    }
+    if (ban_defs && (check_text_has(text, n, "def", 3, 0) ||
+                     check_text_has(text, n, "class", 5, 0))) {
+        return 1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(banned); i++) {
+        Py_ssize_t len;
+        const char *name = PyUnicode_Check(PyTuple_GET_ITEM(banned, i))
+            ? PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(banned, i), &len)
+            : NULL;
+        if (name == NULL) {
+            PyErr_Clear();
+            return 1; /* let the tree walk report the bad entry */
+        }
+        if (check_text_has(text, n, name, (size_t)len, 0)) {
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -16,4 +16,13 @@
 int sp_check_tree(PyObject *tree, PyObject *banned, int ban_defs,
                   PyObject *filename);
 
+/* Whether `source` (str) could break a rule of sp_check_tree at all: 0 when
+ * it is ASCII (so what the parser sees is exactly what is written) and
+ * contains none of the banned names, no `def`/`class` when `ban_defs`, and
+ * `exec`, `eval` or `compile` only right after a '.' (attribute calls such
+ * as re.compile are not the builtins).  1 otherwise: then the tree must be
+ * walked.  A conservative filter: it never answers 0 for source that
+ * sp_check_tree would refuse. */
+int sp_check_needed(PyObject *source, PyObject *banned, int ban_defs);
+
 #endif /* SP_CHECK_H */

@@ -567,7 +567,8 @@ runner_compile(SpRunner *r, PyObject *source, int *has_result)
     if (tree == NULL) {
         goto done;
     }
-    if (!r->yolo && sp_check_tree(tree, r->banned, r->ban_defs, filename) < 0) {
+    if (!r->yolo && sp_check_needed(source, r->banned, r->ban_defs) &&
+        sp_check_tree(tree, r->banned, r->ban_defs, filename) < 0) {
         goto done;
     }
     *has_result = runner_split_last(tree);

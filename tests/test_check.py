@@ -336,3 +336,30 @@ def test_repeated_checks_do_not_leak():
     for _ in range(2000):
         run()
     assert sys.getallocatedblocks() - before < 200
+
+
+# ---- the text pre-filter (sp_check_needed) must never skip a violation ----
+
+@pytest.mark.parametrize("src", [
+    "import socket",
+    "import importlib.util",
+    "from ctypes import util",
+    "exec('1')",
+    "x = 1; eval('x')",
+    "compile('1', '', 'eval')",
+    "import \uff53ocket",          # full-width: NFKC makes it 'socket'
+    "e = 1\nexec ('1')",
+])
+def test_prefilter_never_skips_a_refusal(src):
+    from safepyrun import RunPython
+    import asyncio
+    py = RunPython({}, ok_dests=[])
+    with pytest.raises(PermissionError):
+        asyncio.run(py(src))
+
+
+def test_prefilter_lets_attribute_calls_through():
+    from safepyrun import RunPython
+    import asyncio
+    py = RunPython({}, ok_dests=[])
+    assert asyncio.run(py("import re\nre.compile('a+').pattern")) == "a+"
