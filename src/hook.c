@@ -100,6 +100,9 @@ hook_frame_text(PyFrameObject *frame)
     /* Basename keeps the chain short; cell names have no '/'. */
     Py_ssize_t slash = PyUnicode_FindChar(
         filename, '/', 0, PyUnicode_GET_LENGTH(filename), -1);
+    if (slash == -2) {
+        goto done;
+    }
     PyObject *base = slash >= 0
         ? PyUnicode_Substring(filename, slash + 1, PY_SSIZE_T_MAX)
         : Py_NewRef(filename);
