@@ -5,9 +5,19 @@ import os
 import tempfile
 from pathlib import Path
 
-from safepyrun import RunPython
+from safepyrun import RunPython, allow
 
 workdir = Path(tempfile.mkdtemp(prefix="safepyrun-demo-"))
+archive_dir = Path(tempfile.mkdtemp(prefix="safepyrun-demo-archive-"))
+
+
+@allow  # a host tool the LLM may use: it writes where the cell may not
+def archive(name: str) -> str:
+    """Copy a report from the work directory into the archive."""
+    target = archive_dir / name
+    target.write_text((workdir / name).read_text())
+    return str(target)
+
 sales = {"north": [120, 95, 143], "south": [88, 102, 97], "east": [150, 160, 171]}
 python = RunPython(globals(), ok_dests=[str(workdir)])
 
@@ -51,6 +61,19 @@ subprocess.run(['rm', '-rf', str(workdir)])
     except PermissionError as e:
         print("  PermissionError:", e)
     print("  workdir still there:", workdir.exists())
+
+    code = show("a tool the host trusted with allow() may write elsewhere", """
+archive('report.txt')
+""")
+    print("  result:", repr(await python(code)))
+    code = show("...but the cell itself still may not", """
+(archive_dir / 'forged.txt').write_text('nope')
+""")
+    try:
+        await python(code)
+    except PermissionError as e:
+        print("  PermissionError:", str(e)[:110] + "...")
+    print("  forged.txt exists:", (archive_dir / "forged.txt").exists())
 
     print("\n--- the host itself is not gated ---")
     print("  best region exported to the host namespace:", best)
