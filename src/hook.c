@@ -188,10 +188,10 @@ done:
 }
 
 /* Raise the refusal for `event` and record it in `run`.  `shown` is the
- * offending argument (borrowed, may be NULL); `detail` (may be NULL) is
- * appended after it, e.g. "is outside ok_dests".  Always returns -1 with an
- * exception set: the PermissionError, or whatever failed while building it
- * (the operation is refused either way). */
+ * offending argument (borrowed, may be NULL); `detail` (borrowed, may be
+ * NULL) follows it, or stands alone, e.g. " is outside ok_dests [...]".
+ * Always returns -1 with an exception set: the PermissionError, or
+ * whatever failed while building it (refused either way). */
 static int
 hook_refuse(SpRun *run, const sp_rule *rule, const char *event,
             PyObject *shown, PyObject *detail)
@@ -214,7 +214,7 @@ hook_refuse(SpRun *run, const sp_rule *rule, const char *event,
         Py_DECREF(r);
     }
     else {
-        arg_text = PyUnicode_FromString("");
+        arg_text = detail != NULL ? Py_NewRef(detail) : PyUnicode_FromString("");
     }
     if (arg_text == NULL) {
         goto done;
@@ -275,9 +275,6 @@ hook_deny(SpRun *run, const sp_rule *rule, const char *event, PyObject *args,
             return -1;
         }
         detail = full;
-        if (shown == NULL) {
-            shown = Py_None;
-        }
     }
     Py_DECREF(refusals);
     int rc = hook_refuse(run, rule, event, shown, detail);

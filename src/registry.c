@@ -598,16 +598,28 @@ sp_registry_native_grants(PyObject *callable)
     if (grants != NULL || !PyCFunction_Check(callable)) {
         return grants;
     }
-    /* obj.method: a builtin method bound to obj; trusted when its type's
-     * method descriptor is. */
+    /* obj.method: a builtin method bound to obj, a new object at each
+     * access; trusted when the method descriptor it was made from (found
+     * along the MRO of obj's type, so inherited methods count) is. */
     PyObject *self = PyCFunction_GET_SELF(callable);
     if (self == NULL || PyModule_Check(self)) {
         return NULL;
     }
-    const char *name = ((PyCFunctionObject *)callable)->m_ml->ml_name;
-    PyObject *dict = Py_TYPE(self)->tp_dict;
-    PyObject *descr = dict == NULL ? NULL : PyDict_GetItemString(dict, name);
-    return descr == NULL ? NULL : registry_index_get(registry.natives, descr);
+    PyMethodDef *def = ((PyCFunctionObject *)callable)->m_ml;
+    PyObject *mro = Py_TYPE(self)->tp_mro; /* borrowed */
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *dict = ((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_dict;
+        PyObject *descr = dict == NULL ? NULL
+                                       : PyDict_GetItemString(dict, def->ml_name);
+        if (descr != NULL) {
+            /* Only the descriptor that made this bound method. */
+            return Py_IS_TYPE(descr, &PyMethodDescr_Type) &&
+                           ((PyMethodDescrObject *)descr)->d_method == def
+                       ? registry_index_get(registry.natives, descr)
+                       : NULL;
+        }
+    }
+    return NULL;
 }
 
 /* Whether `name` is `base` or a submodule of it. */

@@ -225,6 +225,29 @@ def test_native_callable_is_trusted(g, tmp_path, touch):
     refused(py, "os.system('true')", "os.system")
 
 
+def test_inherited_native_method_is_trusted_on_subclass_instances(g):
+    """A method descriptor registered under its __objclass__ trusts the
+    bound method on an instance of a subclass (socket.socket inherits
+    connect from _socket.socket), with a loopback listener as the peer."""
+    import _socket
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    g.update(sock=socket.socket(), addr=listener.getsockname())
+    try:
+        py = RunPython(g, ok_dests=[])
+        refused(py, "sock.connect(addr)", "socket.connect")
+        allow({_socket.socket: ["connect"]})
+        try:
+            assert run(py, "sock.connect(addr)\nsock.getpeername()[0]") == "127.0.0.1"
+        finally:
+            disallow(_socket.socket, "connect")
+    finally:
+        g["sock"].close()
+        listener.close()
+
+
 def test_registrations_survive_del_of_host_names(g):
     def make():
         def ephemeral():
