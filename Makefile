@@ -5,14 +5,17 @@
 #   make asan    the same tests against an -fsanitize=address,undefined build
 #   make debug   the same tests against an -O0 -g3 build with assertions on
 #
-# Interpreters: the default python3 (3.11 here) and a 3.13: Debian's
-# /usr/bin/python3.13 where present, else pyenv's.  3.13 exercises the
-# 3.12+ code paths.
+# Interpreters: the default python3 (3.11 here), 3.12 and 3.13: Debian's
+# /usr/bin/python3.1x where present, else pyenv's.  3.12 and 3.13 both
+# exercise the 3.12+ code paths (sys.monitoring).
 
 PYTHON ?= python3
-PY313 ?= $(firstword $(wildcard /usr/bin/python3.13) \
-                     $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13))
-PYTHONS ?= $(PYTHON) $(PY313)
+# $(call findpy,3.1x): Debian's interpreter, else pyenv's.
+findpy = $(firstword $(wildcard /usr/bin/python$(1)) \
+                     $(wildcard $(HOME)/.pyenv/versions/$(1)*/bin/python$(1)))
+PY312 ?= $(call findpy,3.12)
+PY313 ?= $(call findpy,3.13)
+PYTHONS ?= $(PYTHON) $(PY312) $(PY313)
 WERROR := -Werror
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined -O1 -g

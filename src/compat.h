@@ -46,6 +46,20 @@ sp_dict_get_ref(PyObject *dict, PyObject *key, PyObject **result)
 #define sp_dict_get_ref PyDict_GetItemRef
 #endif
 
+/* The same lookup with a C string key. */
+static inline int
+sp_dict_get_ref_str(PyObject *dict, const char *key, PyObject **result)
+{
+    PyObject *k = PyUnicode_FromString(key);
+    if (k == NULL) {
+        *result = NULL;
+        return -1;
+    }
+    int rc = sp_dict_get_ref(dict, k, result);
+    Py_DECREF(k);
+    return rc;
+}
+
 /* Py_mod_multiple_interpreters exists from 3.12. */
 #if PY_VERSION_HEX >= 0x030C0000
 #define SP_HAVE_MOD_MULTIPLE_INTERPRETERS 1
@@ -105,6 +119,24 @@ sp_weakref_is(PyObject *wr, PyObject *obj)
     return same;
 #else
     return PyWeakref_GetObject(wr) == obj;
+#endif
+}
+
+/* The name of an object's type for error messages.  "%T" in
+ * PyErr_Format / PyUnicode_FromFormat exists only from 3.13 (3.11 prints it
+ * literally, 3.12 raises SystemError), so messages use "%.200s" with this. */
+#define SP_TYPE_NAME(obj) (Py_TYPE(obj)->tp_name)
+
+/* A type's attribute dictionary, as a new reference.  From 3.12 the static
+ * builtin types (int, str, ...) keep theirs per interpreter and tp_dict is
+ * NULL: PyType_GetDict is the way in.  3.11 has no PyType_GetDict. */
+static inline PyObject *
+sp_type_dict(PyTypeObject *tp)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyType_GetDict(tp);
+#else
+    return Py_XNewRef(tp->tp_dict);
 #endif
 }
 

@@ -461,10 +461,16 @@ hook_setattr_tampers(PyObject *args)
         }
     }
     if (PyType_Check(obj)) {
-        PyObject *mod = PyDict_GetItemString(((PyTypeObject *)obj)->tp_dict,
-                                             "__module__"); /* borrowed */
-        if (mod != NULL && PyUnicode_Check(mod) &&
-            PyUnicode_Tailmatch(mod, hook_global.package_name, 0, 9, -1) == 1) {
+        PyObject *dict = sp_type_dict((PyTypeObject *)obj);
+        PyObject *mod = NULL; /* owned */
+        if (dict == NULL || sp_dict_get_ref_str(dict, "__module__", &mod) < 0) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(dict);
+        int ours = mod != NULL && PyUnicode_Check(mod) &&
+            PyUnicode_Tailmatch(mod, hook_global.package_name, 0, 9, -1) == 1;
+        Py_XDECREF(mod);
+        if (ours) {
             return 1;
         }
     }

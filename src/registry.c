@@ -239,9 +239,10 @@ registry_class_attr(PyObject *cls, PyObject *name)
 {
     PyObject *mro = ((PyTypeObject *)cls)->tp_mro;
     for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
-        PyObject *dict = ((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_dict;
+        PyObject *dict = sp_type_dict((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
         PyObject *value = NULL;
         int found = dict == NULL ? 0 : sp_dict_get_ref(dict, name, &value);
+        Py_XDECREF(dict);
         if (found != 0) {
             return value;
         }
@@ -255,18 +256,21 @@ registry_class_attr(PyObject *cls, PyObject *name)
 static int
 registry_index_class(PyObject *cls, PyObject *policy)
 {
-    PyObject *dict = ((PyTypeObject *)cls)->tp_dict;
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(dict, &pos, &key, &value)) {
-        Py_INCREF(value); /* indexing may run code that changes the dict */
-        int r = registry_index_value(value, cls, Py_None, policy, Py_None, 1, 0);
-        Py_DECREF(value);
-        if (r < 0) {
-            return -1;
-        }
+    /* A snapshot of the items: indexing may run code that changes the
+     * class namespace. */
+    PyObject *dict = sp_type_dict((PyTypeObject *)cls);
+    PyObject *items = dict == NULL ? NULL : PyDict_Values(dict);
+    Py_XDECREF(dict);
+    if (items == NULL) {
+        return -1;
     }
-    return 0;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && rc == 0; i++) {
+        rc = registry_index_value(PyList_GET_ITEM(items, i), cls, Py_None,
+                                  policy, Py_None, 1, 0);
+    }
+    Py_DECREF(items);
+    return rc < 0 ? -1 : 0;
 }
 
 /* Index one registration. */
@@ -336,7 +340,7 @@ registry_index_entry(PyObject *owner, PyObject *name, PyObject *policy)
         return rc;
     }
     if (!PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "allow(): names must be str, not %T", name);
+        PyErr_Format(PyExc_TypeError, "allow(): names must be str, not %.200s", SP_TYPE_NAME(name));
         return -1;
     }
     PyObject *value;
@@ -492,8 +496,8 @@ sp_registry_add(PyObject *owner, PyObject *name, PyObject *policy)
     if (policy != Py_None && !PyCallable_Check(policy)) {
         PyErr_Format(PyExc_TypeError,
                      "allow(): a policy must be callable as "
-                     "policy(obj, args, kwargs, data), not %T",
-                     policy);
+                     "policy(obj, args, kwargs, data), not %.200s",
+                     SP_TYPE_NAME(policy));
         return -1;
     }
     if (registry_find(owner, name, policy) >= 0) {
@@ -608,15 +612,21 @@ sp_registry_native_grants(PyObject *callable)
     PyMethodDef *def = ((PyCFunctionObject *)callable)->m_ml;
     PyObject *mro = Py_TYPE(self)->tp_mro; /* borrowed */
     for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
-        PyObject *dict = ((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_dict;
-        PyObject *descr = dict == NULL ? NULL
-                                       : PyDict_GetItemString(dict, def->ml_name);
+        PyObject *dict = sp_type_dict((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
+        PyObject *descr = NULL; /* owned */
+        if (dict == NULL || sp_dict_get_ref_str(dict, def->ml_name, &descr) < 0) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(dict);
         if (descr != NULL) {
             /* Only the descriptor that made this bound method. */
-            return Py_IS_TYPE(descr, &PyMethodDescr_Type) &&
-                           ((PyMethodDescrObject *)descr)->d_method == def
-                       ? registry_index_get(registry.natives, descr)
-                       : NULL;
+            PyObject *grants =
+                Py_IS_TYPE(descr, &PyMethodDescr_Type) &&
+                        ((PyMethodDescrObject *)descr)->d_method == def
+                    ? registry_index_get(registry.natives, descr)
+                    : NULL;
+            Py_DECREF(descr);
+            return grants;
         }
     }
     return NULL;

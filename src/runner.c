@@ -74,8 +74,8 @@ runner_srcfn(PyObject *src)
 {
     PyObject *name = NULL, *lines = NULL, *entry = NULL, *cache = NULL;
     if (!PyUnicode_Check(src)) {
-        PyErr_Format(PyExc_TypeError, "srcfn() argument must be str, not %T",
-                     src);
+        PyErr_Format(PyExc_TypeError, "srcfn() argument must be str, not %.200s",
+                     SP_TYPE_NAME(src));
         return NULL;
     }
     name = PyUnicode_FromFormat("<pyrun_%lu>", runner_global.srcfn_counter % 10);
@@ -204,8 +204,8 @@ runner_py_should_export(PyObject *module, PyObject *const *args,
         return NULL;
     }
     if (!PyDict_Check(args[2])) {
-        PyErr_Format(PyExc_TypeError, "should_export() g must be a dict, not %T",
-                     args[2]);
+        PyErr_Format(PyExc_TypeError, "should_export() g must be a dict, not %.200s",
+                     SP_TYPE_NAME(args[2]));
         return NULL;
     }
     int r = runner_should_export(args[0], args[1], args[2]);
@@ -290,17 +290,17 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (pre_deny != Py_None && !PyCallable_Check(pre_deny)) {
-        PyErr_Format(PyExc_TypeError, "pre_deny must be callable, not %T",
-                     pre_deny);
+        PyErr_Format(PyExc_TypeError, "pre_deny must be callable, not %.200s",
+                     SP_TYPE_NAME(pre_deny));
         return NULL;
     }
     if (!PyDict_Check(g)) {
         PyErr_Format(PyExc_TypeError,
-                     "g must be a dict (the namespace cells run in), not %T", g);
+                     "g must be a dict (the namespace cells run in), not %.200s", SP_TYPE_NAME(g));
         return NULL;
     }
     if (data != Py_None && !PyDict_Check(data)) {
-        PyErr_Format(PyExc_TypeError, "data must be a dict, not %T", data);
+        PyErr_Format(PyExc_TypeError, "data must be a dict, not %.200s", SP_TYPE_NAME(data));
         return NULL;
     }
     SpRunner *self = (SpRunner *)type->tp_alloc(type, 0);
@@ -321,8 +321,8 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     else {
         if (PyUnicode_Check(banned) || PyBytes_Check(banned)) {
             PyErr_Format(PyExc_TypeError,
-                         "ban_imports must be a list of module names, not %T",
-                         banned);
+                         "ban_imports must be a list of module names, not %.200s",
+                         SP_TYPE_NAME(banned));
             goto error;
         }
         self->banned = PySequence_Tuple(banned);
@@ -333,7 +333,7 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
             PyObject *item = PyTuple_GET_ITEM(self->banned, i);
             if (!PyUnicode_Check(item)) {
                 PyErr_Format(PyExc_TypeError,
-                             "ban_imports entries must be str, not %T", item);
+                             "ban_imports entries must be str, not %.200s", SP_TYPE_NAME(item));
                 goto error;
             }
         }
@@ -544,7 +544,7 @@ runner_compile(SpRunner *r, PyObject *source, int *has_result)
 {
     PyObject *filename = NULL, *tree = NULL, *code = NULL;
     if (!PyUnicode_Check(source)) {
-        PyErr_Format(PyExc_TypeError, "code must be a str, not %T", source);
+        PyErr_Format(PyExc_TypeError, "code must be a str, not %.200s", SP_TYPE_NAME(source));
         return NULL;
     }
     Py_ssize_t size;

@@ -855,7 +855,7 @@ trust_py_track_call(PyObject *module, PyObject *fn)
 {
     (void)module;
     if (!PyCallable_Check(fn)) {
-        PyErr_Format(PyExc_TypeError, "track_call() needs a callable, not %T", fn);
+        PyErr_Format(PyExc_TypeError, "track_call() needs a callable, not %.200s", SP_TYPE_NAME(fn));
         return NULL;
     }
     SpTracked *t = PyObject_GC_New(SpTracked, trust.tracked);
