@@ -140,4 +140,21 @@ sp_type_dict(PyTypeObject *tp)
 #endif
 }
 
+/* Whether weak reference `wr` no longer refers to a live object. */
+static inline int
+sp_weakref_dead(PyObject *wr)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *ref = NULL;
+    if (PyWeakref_GetRef(wr, &ref) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_XDECREF(ref);
+    return ref == NULL;
+#else
+    return PyWeakref_GetObject(wr) == Py_None;
+#endif
+}
+
 #endif /* SP_COMPAT_H */

@@ -21,15 +21,7 @@
 static struct {
     PyTypeObject *run_type; /* owned: the SpRun heap type */
     PyObject *run_var;      /* owned: ContextVar holding the current SpRun */
-    PyObject *cell_codes;   /* owned: {id(code): (weakref(code), twin run)} */
-    PyObject *cell_prefix;  /* owned: interned "<pyrun_" */
 } context_global;
-
-static PyObject *context_code_gone(PyObject *key, PyObject *wr);
-
-static PyMethodDef context_code_gone_def = {
-    "safepyrun_code_gone", context_code_gone, METH_O,
-    "Forget a cell code object that was freed."};
 
 /* A cell that keeps retrying a refused operation should not grow memory. */
 #define CONTEXT_MAX_DENIALS 32
@@ -110,12 +102,6 @@ sp_context_init(PyObject *module)
         }
         context_global.run_type = (PyTypeObject *)tp;
         context_global.run_var = var;
-        context_global.cell_codes = PyDict_New();
-        context_global.cell_prefix = PyUnicode_InternFromString("<pyrun_");
-        if (context_global.cell_codes == NULL ||
-            context_global.cell_prefix == NULL) {
-            return -1;
-        }
     }
     return PyModule_AddObjectRef(module, "Run",
                                  (PyObject *)context_global.run_type);
@@ -243,120 +229,14 @@ sp_context_call_outside(PyObject *fn, PyObject *arg)
     return res;
 }
 
-/* ---- cell code -------------------------------------------------------------- */
-
-int
-sp_context_is_cell_code(PyCodeObject *code)
+SpRun *
+sp_context_new_twin(SpRun *run)
 {
-    return PyUnicode_Check(code->co_filename) &&
-           PyUnicode_Tailmatch(code->co_filename, context_global.cell_prefix, 0,
-                               7, -1) == 1;
-}
-
-/* Weak-reference callback: the code object `key` names was freed. */
-static PyObject *
-context_code_gone(PyObject *key, PyObject *wr)
-{
-    (void)wr;
-    if (context_global.cell_codes != NULL &&
-        PyDict_DelItem(context_global.cell_codes, key) < 0) {
-        PyErr_Clear();
+    SpRun *twin = sp_context_new_run(
+        run->ok_dests, run->data,
+        run->pre_deny != NULL ? run->pre_deny : Py_None, run->yolo);
+    if (twin != NULL) {
+        twin->later = 1;
     }
-    Py_RETURN_NONE;
-}
-
-static int
-context_register_one(PyObject *code, SpRun *twin, int depth)
-{
-    if (depth > 100) {
-        return 0; /* absurd nesting: the outer codes are registered */
-    }
-    PyObject *key = PyLong_FromVoidPtr(code);
-    PyObject *cb = NULL, *wr = NULL, *entry = NULL;
-    int rc = -1;
-    if (key == NULL) {
-        goto done;
-    }
-    cb = PyCFunction_New(&context_code_gone_def, key);
-    wr = cb == NULL ? NULL : PyWeakref_NewRef(code, cb);
-    entry = wr == NULL ? NULL : PyTuple_Pack(2, wr, (PyObject *)twin);
-    if (entry == NULL || PyDict_SetItem(context_global.cell_codes, key, entry) < 0) {
-        goto done;
-    }
-    PyObject *consts = ((PyCodeObject *)code)->co_consts; /* borrowed */
-    rc = 0;
-    for (Py_ssize_t i = 0; consts != NULL && i < PyTuple_GET_SIZE(consts) && rc == 0; i++) {
-        PyObject *c = PyTuple_GET_ITEM(consts, i);
-        if (PyCode_Check(c)) {
-            rc = context_register_one(c, twin, depth + 1);
-        }
-    }
-done:
-    Py_XDECREF(key);
-    Py_XDECREF(cb);
-    Py_XDECREF(wr);
-    Py_XDECREF(entry);
-    return rc;
-}
-
-int
-sp_context_register_codes(PyObject *code, SpRun *run)
-{
-    if (run->yolo) {
-        return 0;
-    }
-    /* A twin without the run's denial list: the entries live in a static
-     * dict the garbage collector does not see, and a denial's traceback
-     * would keep the cell's globals, and so its code, alive for ever. */
-    SpRun *twin = sp_context_new_run(run->ok_dests, run->data,
-                                     run->pre_deny != NULL ? run->pre_deny
-                                                           : Py_None,
-                                     0);
-    if (twin == NULL) {
-        return -1;
-    }
-    twin->later = 1;
-    int rc = context_register_one(code, twin, 0);
-    Py_DECREF(twin);
-    return rc;
-}
-
-int
-sp_context_run_of_frames(SpRun **run)
-{
-    *run = NULL;
-    if (context_global.cell_codes == NULL ||
-        PyDict_GET_SIZE(context_global.cell_codes) == 0) {
-        return 0;
-    }
-    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed, then owned */
-    Py_XINCREF(frame);
-    int found = 0, depth = 0;
-    while (frame != NULL && !found && depth++ < 1000) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        PyObject *key = PyLong_FromVoidPtr(code);
-        Py_DECREF(code);
-        if (key == NULL) {
-            Py_DECREF(frame);
-            return -1;
-        }
-        PyObject *entry = PyDict_GetItemWithError(context_global.cell_codes, key);
-        Py_DECREF(key);
-        if (entry == NULL && PyErr_Occurred()) {
-            Py_DECREF(frame);
-            return -1;
-        }
-        if (entry != NULL &&
-            sp_weakref_is(PyTuple_GET_ITEM(entry, 0), (PyObject *)code)) {
-            *run = (SpRun *)Py_NewRef(PyTuple_GET_ITEM(entry, 1));
-            found = 1;
-        }
-        Py_SETREF(frame, PyFrame_GetBack(frame));
-    }
-    Py_XDECREF(frame);
-    if (PyErr_Occurred()) { /* PyFrame_GetBack ran out of memory */
-        Py_CLEAR(*run);
-        return -1;
-    }
-    return found;
+    return twin;
 }

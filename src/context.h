@@ -61,21 +61,9 @@ int sp_context_leave(PyObject *token);
  * exception.  Steals `token`.  0 ok, -1 error. */
 int sp_context_leave_var(PyObject *var, PyObject *token);
 
-/* Whether `code` was compiled from a cell: its file is `<pyrun_N>` (the
- * name srcfn gives).  Used to stop the trust search at cell code, to trim
- * tracebacks and shape messages. */
-int sp_context_is_cell_code(PyCodeObject *code);
-
-/* Remember that `code` and every code object nested in it were compiled
- * from a cell of `run`, so that they stay gated under its policy when they
- * run later outside any run (a function the host calls after the run, a
- * finalizer, a callback in a fresh context).  Entries go away with the
- * code objects.  0 ok, -1 error. */
-int sp_context_register_codes(PyObject *code, SpRun *run);
-
-/* Outside any run: the policy of the innermost frame running cell code,
- * if any.  -1 error, 0 none, 1 found with *run a new reference. */
-int sp_context_run_of_frames(SpRun **run);
+/* A copy of `run` that gates a cell's code after its run (`later` set:
+ * it records no denials).  New reference or NULL. */
+SpRun *sp_context_new_twin(SpRun *run);
 
 /* Remember `exc` (a PermissionError the hook is raising) in `run`. */
 int sp_context_record_denial(SpRun *run, PyObject *exc);

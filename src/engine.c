@@ -12,6 +12,7 @@
  */
 #include "check.h"
 #include "context.h"
+#include "gate.h"
 #include "hook.h"
 #include "monitor.h"
 #include "paths.h"
@@ -19,6 +20,8 @@
 #include "rules.h"
 #include "runner.h"
 #include "trust.h"
+
+#include <string.h>
 
 PyDoc_STRVAR(normalise_dests_doc,
 "normalise_dests(ok_dests) -> tuple[str, ...] | None\n\n"
@@ -119,9 +122,16 @@ engine_check_source(PyObject *module, PyObject *args, PyObject *kwargs)
             goto done;
         }
     }
-    const char *src = PyUnicode_AsUTF8(source);
-    const char *fname = PyUnicode_AsUTF8(filename);
+    Py_ssize_t size;
+    const char *src = PyUnicode_AsUTF8AndSize(source, &size);
+    const char *fname = src == NULL ? NULL : PyUnicode_AsUTF8(filename);
     if (src == NULL || fname == NULL) {
+        goto done;
+    }
+    if ((Py_ssize_t)strlen(src) != size) {
+        /* The C compiler would stop at the NUL and check only a prefix. */
+        PyErr_SetString(PyExc_ValueError,
+                        "source code string cannot contain null bytes");
         goto done;
     }
     tree = Py_CompileStringExFlags(
@@ -214,6 +224,7 @@ static int
 engine_exec(PyObject *module)
 {
     if (sp_rules_init() < 0 || sp_context_init(module) < 0 ||
+        sp_gate_init(module) < 0 ||
         sp_registry_init(module) < 0 || sp_trust_init(module) < 0 ||
         sp_monitor_init(module) < 0 || sp_hook_init(module) < 0 ||
         sp_runner_init(module) < 0) {

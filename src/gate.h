@@ -4,18 +4,26 @@
  * here: the audit hook, the registry, set_data and the defaults, the module
  * guards, Runner construction, nested runs, the call gate, the native
  * monitor and the stdlib guards.  The answer is never taken from a context
- * variable alone (a cell can run code in a fresh or forged context): a
- * frame on the Python stack running cell code, recognised by the identity
+ * variable alone (a cell can run code in a fresh, reset or forged context):
+ * a frame on the Python stack running cell code, recognised by the identity
  * of its code object, is proof of a run too.
+ *
+ * Also here, because the predicate needs them: the cell-code index (which
+ * code objects are cell code, and under which run's policy they stay gated)
+ * and the one frame walk every part of the engine uses.
  */
 #ifndef SP_GATE_H
 #define SP_GATE_H
 
 #include "context.h"
 
+int sp_gate_init(PyObject *module);
+
+/* ---- the predicate ------------------------------------------------------ */
+
 /* The run governing the code running now: the run held by the current
  * context (validated: the engine's own type, not a yolo run), else the
- * run of the innermost frame running cell code.  -1 error, 0 none, 1
+ * policy of the innermost frame running cell code.  -1 error, 0 none, 1
  * found with *run a new reference (NULL unless 1). */
 int sp_gate_run(SpRun **run);
 
@@ -24,9 +32,52 @@ int sp_gate_run(SpRun **run);
  * outside any run. */
 int sp_gate_refuse_inside(const char *what);
 
-/* Whether `code` is cell code: compiled by the runner, or created while a
- * run was active (exec/eval/compile, FunctionType, code.replace).  By
- * object identity only.  No exception is set. */
+/* ---- cell code ------------------------------------------------------------ */
+
+/* Whether `code` is cell code: compiled by the runner, or run by
+ * exec/eval or wrapped by FunctionType while a run was active.  By object
+ * identity only: one hash probe, no Python-level work, no exception. */
 int sp_gate_is_cell_code(PyCodeObject *code);
+
+/* Record `code` and every code object nested in its constants as cell
+ * code of `run`: they stay gated under its policy when they run later,
+ * outside any run.  A code object already recorded keeps its first run.
+ * Entries go away with the code objects.  0 ok, -1 error. */
+int sp_gate_register_codes(PyObject *code, SpRun *run);
+
+/* Whether the innermost frame is the import system executing a module's
+ * code (its exec is not a cell creating code).  By code identity. */
+int sp_gate_exec_is_import(void);
+
+/* ---- host calls from inside a run ------------------------------------------ */
+
+/* Call `fn(arg)` as host code: no run in the context, and frame walks stop
+ * at the frame that is innermost now, so the cell frames below do not make
+ * the host's callable (pre_deny) gated.  New reference or NULL. */
+PyObject *sp_gate_call_as_host(PyObject *fn, PyObject *arg);
+
+/* ---- the frame walk -------------------------------------------------------- */
+
+/* Walks the current thread's Python frames from the innermost outwards,
+ * stopping at a host-call barrier (sp_gate_call_as_host).
+ *
+ *     sp_walk w;
+ *     sp_walk_start(&w);
+ *     PyFrameObject *f;
+ *     while ((f = sp_walk_next(&w)) != NULL) { ... w.code ... }
+ *     sp_walk_stop(&w);            (always; then check PyErr_Occurred())
+ *
+ * `frame` and `code` are borrowed from the walk until the next step. */
+typedef struct {
+    PyFrameObject *frame; /* owned: the frame of this step, or NULL */
+    PyFrameObject *next;  /* owned: the next frame out, or NULL */
+    PyCodeObject *code;   /* owned: frame's code, or NULL */
+    PyFrameObject *stop;  /* borrowed, compared only: the barrier */
+    int depth;            /* frames returned so far */
+} sp_walk;
+
+void sp_walk_start(sp_walk *w);
+PyFrameObject *sp_walk_next(sp_walk *w);
+void sp_walk_stop(sp_walk *w);
 
 #endif /* SP_GATE_H */

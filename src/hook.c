@@ -24,7 +24,9 @@
 #include "hook.h"
 
 #include "context.h"
+#include "gate.h"
 #include "paths.h"
+#include "registry.h"
 #include "rules.h"
 #include "trust.h"
 
@@ -55,24 +57,96 @@ static struct {
 
 /* ---- refusal messages ---------------------------------------------- */
 
-/* repr(obj) cut to HOOK_MAX_SHOWN characters; bytes (os.system's command,
- * fsencoded paths) are shown decoded.  New reference or NULL. */
-static PyObject *
-hook_short_repr(PyObject *obj)
+/* Whether the `__repr__` that repr(obj) would run is a cell's function:
+ * the message must not run cell code inside the hook.  Reads the class
+ * dictionaries along the MRO, running nothing. */
+static int
+hook_repr_is_cell(PyTypeObject *tp)
 {
-    PyObject *r;
+    PyObject *mro = tp->tp_mro; /* borrowed */
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *dict = sp_type_dict((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
+        PyObject *fn = NULL; /* owned */
+        int found = dict == NULL ? -1 : sp_dict_get_ref_str(dict, "__repr__", &fn);
+        Py_XDECREF(dict);
+        if (found != 0) {
+            int cell = found < 0 ||
+                (PyFunction_Check(fn) &&
+                 sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(fn)));
+            PyErr_Clear();
+            Py_XDECREF(fn);
+            return cell;
+        }
+    }
+    return 0;
+}
+
+/* repr(obj) for a refusal message, without running cell code: builtin
+ * types and str/bytes subclasses as their plain value (bytes decoded, as
+ * os.system's command and fsencoded paths read better so), lists and
+ * tuples item by item, other objects by their class's repr unless that is
+ * a cell's, else "<Type object>".  New reference or NULL. */
+static PyObject *
+hook_safe_repr(PyObject *obj, int depth)
+{
     if (PyBytes_Check(obj)) {
         PyObject *text = PyUnicode_DecodeFSDefaultAndSize(
             PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj));
-        if (text == NULL) {
-            return NULL;
+        PyObject *r = text == NULL ? NULL : PyObject_Repr(text);
+        Py_XDECREF(text);
+        return r;
+    }
+    if (PyUnicode_Check(obj)) {
+        PyObject *plain = PyUnicode_FromObject(obj); /* copies a subclass */
+        PyObject *r = plain == NULL ? NULL : PyObject_Repr(plain);
+        Py_XDECREF(plain);
+        return r;
+    }
+    if ((PyList_CheckExact(obj) || PyTuple_CheckExact(obj)) && depth < 2) {
+        /* A snapshot tuple holds the items while their reprs run. */
+        PyObject *items = PySequence_Tuple(obj); /* exact: no code runs */
+        PyObject *parts = items == NULL ? NULL : PyList_New(0);
+        PyObject *sep = NULL, *joined = NULL, *res = NULL;
+        for (Py_ssize_t i = 0; parts != NULL && i < PyTuple_GET_SIZE(items); i++) {
+            PyObject *r = hook_safe_repr(PyTuple_GET_ITEM(items, i), depth + 1);
+            if (r == NULL || PyList_Append(parts, r) < 0) {
+                Py_XDECREF(r);
+                Py_CLEAR(parts);
+                break;
+            }
+            Py_DECREF(r);
         }
-        r = PyObject_Repr(text);
-        Py_DECREF(text);
+        sep = parts == NULL ? NULL : PyUnicode_FromString(", ");
+        joined = sep == NULL ? NULL : PyUnicode_Join(sep, parts);
+        if (joined != NULL) {
+            res = PyList_CheckExact(obj)
+                ? PyUnicode_FromFormat("[%U]", joined)
+                : PyUnicode_FromFormat(PyTuple_GET_SIZE(items) == 1
+                                           ? "(%U,)" : "(%U)", joined);
+        }
+        Py_XDECREF(items);
+        Py_XDECREF(parts);
+        Py_XDECREF(sep);
+        Py_XDECREF(joined);
+        return res;
     }
-    else {
-        r = PyObject_Repr(obj);
+    if (!(Py_TYPE(obj)->tp_flags & Py_TPFLAGS_HEAPTYPE) ||
+        !hook_repr_is_cell(Py_TYPE(obj))) {
+        PyObject *r = PyObject_Repr(obj);
+        if (r != NULL) {
+            return r;
+        }
+        PyErr_Clear(); /* a repr that fails: show the type */
     }
+    return PyUnicode_FromFormat("<%s object>", SP_TYPE_NAME(obj));
+}
+
+/* hook_safe_repr cut to HOOK_MAX_SHOWN characters.  New reference or
+ * NULL. */
+static PyObject *
+hook_short_repr(PyObject *obj)
+{
+    PyObject *r = hook_safe_repr(obj, 0);
     if (r == NULL || PyUnicode_GET_LENGTH(r) <= HOOK_MAX_SHOWN) {
         return r;
     }
@@ -133,18 +207,16 @@ hook_call_chain(void)
     PyFrameObject *frames[HOOK_MAX_WALK]; /* owned: innermost first */
     PyObject *parts = NULL, *sep = NULL, *res = NULL; /* owned */
     Py_ssize_t n = 0, cut = -1;
-    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
-    Py_XINCREF(frame);
-    while (frame != NULL && n < HOOK_MAX_WALK) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        if (sp_context_is_cell_code(code)) {
+    sp_walk w;
+    sp_walk_start(&w);
+    PyFrameObject *frame;
+    while (n < HOOK_MAX_WALK && (frame = sp_walk_next(&w)) != NULL) {
+        if (sp_gate_is_cell_code(w.code)) {
             cut = n;
         }
-        Py_DECREF(code);
-        frames[n++] = frame;
-        frame = PyFrame_GetBack(frame); /* NULL: the end, or out of memory */
+        frames[n++] = (PyFrameObject *)Py_NewRef(frame);
     }
-    Py_XDECREF(frame);
+    sp_walk_stop(&w);
     if (PyErr_Occurred()) {
         goto done;
     }
@@ -222,15 +294,19 @@ hook_refuse(SpRun *run, const sp_rule *rule, const char *event,
     msg = PyUnicode_FromFormat(
         "safepyrun refused to %s%U (audit event '%s'; call chain: %U)", what,
         arg_text, event, chain);
-    if (msg == NULL) {
-        goto done;
-    }
-    exc = PyObject_CallOneArg(PyExc_PermissionError, msg);
-    if (exc == NULL || sp_context_record_denial(run, exc) < 0) {
-        goto done;
-    }
-    PyErr_SetObject(PyExc_PermissionError, exc);
 done:
+    if (msg == NULL) {
+        /* Whatever failed while describing the refusal (a repr, a frame,
+         * memory), it is still a refusal: a plain message then. */
+        PyErr_Clear();
+        msg = PyUnicode_FromFormat(
+            "safepyrun refused to %s (audit event '%s'; call chain: "
+            "unavailable)", what, event);
+    }
+    exc = msg == NULL ? NULL : PyObject_CallOneArg(PyExc_PermissionError, msg);
+    if (exc != NULL && sp_context_record_denial(run, exc) == 0) {
+        PyErr_SetObject(PyExc_PermissionError, exc);
+    }
     Py_XDECREF(chain);
     Py_XDECREF(arg_text);
     Py_XDECREF(msg);
@@ -410,7 +486,7 @@ hook_env_sensitive(PyObject *key)
     PyObject *str = NULL;
     int res = 1; /* undecodable or odd names count as sensitive */
     if (PyUnicode_Check(key)) {
-        str = Py_NewRef(key);
+        str = PyUnicode_FromObject(key); /* a subclass's methods never run */
     }
     else if (PyBytes_Check(key)) {
         str = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(key));
@@ -486,17 +562,45 @@ hook_in_to_thread(void)
     if (hook_global.to_thread_code == NULL) {
         return 0;
     }
-    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
-    Py_XINCREF(frame);
     int found = 0;
-    while (frame != NULL && !found) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        found = (PyObject *)code == hook_global.to_thread_code;
-        Py_DECREF(code);
-        Py_SETREF(frame, PyFrame_GetBack(frame));
+    sp_walk w;
+    sp_walk_start(&w);
+    while (!found && sp_walk_next(&w) != NULL) {
+        found = (PyObject *)w.code == hook_global.to_thread_code;
     }
-    Py_XDECREF(frame);
+    sp_walk_stop(&w);
     return PyErr_Occurred() ? -1 : found;
+}
+
+/* exec/eval of a code object, or FunctionType(code, globals), inside a
+ * run: the code becomes cell code of the run, by identity, so that it
+ * stays gated and the trusted-call search stops at it, whatever its file
+ * name or module globals say.  A trusted function's code may not be
+ * rewrapped (its grants are keyed on the code: FunctionType(trusted.
+ * __code__, cell_globals) would run it with the cell's names); the import
+ * system executing a module's code is the library's own.  0 allow, -1
+ * refused or error. */
+static int
+hook_judge_code(SpRun *run, const sp_rule *rule, const char *event,
+                PyObject *args)
+{
+    PyObject *code = hook_arg(args, 0);
+    if (code == NULL || !PyCode_Check(code) ||
+        sp_gate_is_cell_code((PyCodeObject *)code) || sp_gate_exec_is_import()) {
+        return 0;
+    }
+    PyObject *grants = sp_registry_code_grants(code);
+    if (grants != NULL) {
+        Py_DECREF(grants);
+        PyObject *name = PyObject_GetAttrString(code, "co_qualname");
+        if (name == NULL) {
+            return -1;
+        }
+        int rc = hook_deny(run, rule, event, args, name, NULL);
+        Py_DECREF(name);
+        return rc;
+    }
+    return sp_gate_register_codes(code, run);
 }
 
 /* The slow path: an event that may be refused, inside a gated run.
@@ -537,6 +641,8 @@ hook_judge(SpRun *run, const sp_rule *rule, const char *event,
         }
         break;
     }
+    case SP_RULE_CODE:
+        return hook_judge_code(run, rule, event, args);
     case SP_RULE_DENY:
         break;
     }
@@ -557,14 +663,10 @@ hook_audit(const char *event, PyObject *args, void *user_data)
             return 0;
         }
     }
+    /* The gate: the run in this context, or the policy of cell code on
+     * the stack (code a cell made, running later or in another context). */
     SpRun *run = NULL;
-    int active = sp_context_current(&run);
-    if (active == 0) {
-        /* No run here, but cell code may be running later (a function the
-         * host calls, a finalizer, a callback in a fresh context): it
-         * stays gated under its run's policy. */
-        active = sp_context_run_of_frames(&run);
-    }
+    int active = sp_gate_run(&run);
     if (active <= 0) {
         return active;
     }
@@ -648,7 +750,7 @@ hook_guarded_submit(PyObject *unused, PyObject *const *args, size_t nargsf,
     (void)unused;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     SpRun *run = NULL;
-    int active = nargs >= 2 ? sp_context_current(&run) : 0;
+    int active = nargs >= 2 ? sp_gate_run(&run) : 0;
     if (active < 0) {
         return NULL;
     }

@@ -18,6 +18,8 @@
  */
 #include "registry.h"
 
+#include "gate.h"
+
 #include "context.h"
 
 /* Process-wide, owned, written only by registry_rebuild (GIL held). */
@@ -39,20 +41,7 @@ static struct {
 static int
 registry_check_outside_run(const char *what)
 {
-    SpRun *run = NULL;
-    int active = sp_context_current(&run);
-    if (active < 0) {
-        return -1;
-    }
-    if (active) {
-        Py_DECREF(run);
-        PyErr_Format(PyExc_PermissionError,
-                     "safepyrun refused to %s: sandboxed code cannot change "
-                     "what the sandbox trusts",
-                     what);
-        return -1;
-    }
-    return 0;
+    return sp_gate_refuse_inside(what) < 0 ? -1 : 0;
 }
 
 /* ---- building the indexes -------------------------------------------- */

@@ -37,8 +37,8 @@
 
 static const sp_rule rules_table[] = {
     /* Running code and importing: the effects come later, as events. */
-    ALLOW("import"), ALLOW("exec"), ALLOW("compile"), ALLOW("code.__new__"),
-    ALLOW("function.__new__"), ALLOW("marshal.loads"), ALLOW("marshal.load"),
+    ALLOW("import"), ALLOW("compile"), ALLOW("code.__new__"),
+    ALLOW("marshal.loads"), ALLOW("marshal.load"),
     ALLOW("marshal.dumps"), ALLOW("pickle.find_class"), ALLOW("builtins.id"),
     ALLOW("builtins.input"), ALLOW("builtins.input/result"),
     ALLOW("object.__getattr__"), ALLOW("sys._getframe"),
@@ -47,9 +47,19 @@ static const sp_rule rules_table[] = {
     ALLOW("sys.unraisablehook"), ALLOW("sys.set_asyncgen_hooks_firstiter"),
     ALLOW("sys.set_asyncgen_hooks_finalizer"),
     ALLOW("sys.set_asyncgen_hook_firstiter"),
-    ALLOW("sys.set_asyncgen_hook_finalizer"), ALLOW("gc.get_objects"),
-    ALLOW("gc.get_referrers"), ALLOW("gc.get_referents"), ALLOW("time.sleep"),
+    ALLOW("sys.set_asyncgen_hook_finalizer"), ALLOW("time.sleep"),
     ALLOW("array.__new__"),
+
+    /* Code a cell makes runs as cell code, found by identity (hook.c). */
+    SPECIAL("exec", SP_RULE_CODE, 0, "reuse a trusted function's code"),
+    SPECIAL("function.__new__", SP_RULE_CODE, 0,
+            "reuse a trusted function's code"),
+
+    /* The garbage collector hands out every object, the engine's and the
+     * host's included. */
+    DENYA("gc.get_objects", -1, "list the garbage collector's objects"),
+    DENYA("gc.get_referrers", -1, "find an object's referrers"),
+    DENYA("gc.get_referents", -1, "find an object's referents"),
 
     /* Reading the file system. */
     ALLOW("os.listdir"), ALLOW("os.scandir"), ALLOW("os.walk"),

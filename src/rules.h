@@ -13,6 +13,8 @@ typedef enum {
     SP_RULE_SETATTR,   /* object.__setattr__/__delattr__: tampering denied */
     SP_RULE_DLOPEN,    /* ctypes.dlopen: the process's own image allowed */
     SP_RULE_THREAD,    /* thread start: denied, asyncio.to_thread excepted */
+    SP_RULE_CODE,      /* exec / FunctionType of a code object: in a run,
+                          the code becomes cell code (hook.c) */
 } sp_rule_kind;
 
 typedef struct {

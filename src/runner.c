@@ -32,6 +32,7 @@
 
 #include "check.h"
 #include "context.h"
+#include "gate.h"
 #include "hook.h"
 #include "monitor.h"
 #include "paths.h"
@@ -146,7 +147,7 @@ runner_is_cell_function(PyObject *obj)
     if (!PyFunction_Check(obj)) {
         return 0;
     }
-    return sp_context_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(obj));
+    return sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(obj));
 }
 
 /* The export rule (DESIGN.md, "Namespaces"): 1 if cell name `k` with value
@@ -212,28 +213,37 @@ runner_py_should_export(PyObject *module, PyObject *const *args,
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
-/* Copy new and changed names from the cell's globals to `g`. */
+/* Copy new and changed names from the cell's globals to `g`.  Works on a
+ * snapshot of the items: a key's __hash__/__eq__ or a value's comparison
+ * can run code that changes either namespace, so nothing is borrowed
+ * across a lookup. */
 static int
 runner_export(PyObject *globals, PyObject *g)
 {
-    PyObject *k, *v; /* borrowed */
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(globals, &pos, &k, &v)) {
+    PyObject *items = PyDict_Items(globals); /* owned: list of (k, v) */
+    if (items == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && rc == 0; i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i); /* kept by items */
+        PyObject *k = PyTuple_GET_ITEM(pair, 0), *v = PyTuple_GET_ITEM(pair, 1);
         PyObject *old = NULL;
         int found = sp_dict_get_ref(g, k, &old);
-        if (found < 0) {
-            return -1;
-        }
+        int unchanged = found > 0 && old == v;
         Py_XDECREF(old);
-        if (found && old == v) {
-            continue; /* unchanged (pointer compare only; old not used) */
+        if (found < 0) {
+            rc = -1;
         }
-        int ok = runner_should_export(k, v, g);
-        if (ok < 0 || (ok && PyDict_SetItem(g, k, v) < 0)) {
-            return -1;
+        else if (!unchanged) {
+            int ok = runner_should_export(k, v, g);
+            if (ok < 0 || (ok && PyDict_SetItem(g, k, v) < 0)) {
+                rc = -1;
+            }
         }
     }
-    return 0;
+    Py_DECREF(items);
+    return rc;
 }
 
 /* ---- Runner ---------------------------------------------------------- */
@@ -811,41 +821,62 @@ cell_note_task_errors(SpCell *self, PyObject *results)
 }
 
 /* Search `exc`'s causes, contexts and group members for one of the run's
- * refusals.  Borrowed result (kept alive by `exc`'s chain), or NULL. */
+ * refusals, breadth first, visiting each exception once (a chain may be a
+ * diamond or a cycle) and at most RUNNER_MAX_UNWRAP of them.  Borrowed
+ * result (kept alive by `exc`'s chain, which the caller holds), or NULL;
+ * no exception is left set. */
 static PyObject *
-cell_find_denial(SpRun *run, PyObject *exc, int depth)
+cell_find_denial(SpRun *run, PyObject *exc)
 {
-    if (exc == NULL || depth > RUNNER_MAX_UNWRAP) {
-        return NULL;
-    }
-    if (sp_context_is_denial(run, exc)) {
-        return exc;
-    }
+    PyObject *queue = PyList_New(0); /* owned: exceptions to look at */
+    PyObject *seen = PySet_New(NULL); /* owned: ids of those queued */
     PyObject *found = NULL;
-    PyObject *cause = PyException_GetCause(exc);     /* new or NULL */
-    PyObject *context = PyException_GetContext(exc); /* new or NULL */
-    found = cell_find_denial(run, cause, depth + 1);
-    if (found == NULL) {
-        found = cell_find_denial(run, context, depth + 1);
+    if (queue == NULL || seen == NULL || PyList_Append(queue, exc) < 0) {
+        goto done;
     }
-    if (found == NULL &&
-        PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_BaseExceptionGroup)) {
-        PyObject *members = PyObject_GetAttrString(exc, "exceptions");
-        if (members == NULL) {
-            PyErr_Clear();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(queue) && i < RUNNER_MAX_UNWRAP &&
+                           found == NULL; i++) {
+        PyObject *e = PyList_GET_ITEM(queue, i); /* kept by queue */
+        if (sp_context_is_denial(run, e)) {
+            found = e;
+            break;
         }
-        else if (PyTuple_Check(members)) {
-            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(members) && !found; i++) {
-                found = cell_find_denial(run, PyTuple_GET_ITEM(members, i),
-                                         depth + 1);
+        PyObject *next[2] = {PyException_GetCause(e), PyException_GetContext(e)};
+        PyObject *members = NULL;
+        if (PyObject_TypeCheck(e, (PyTypeObject *)PyExc_BaseExceptionGroup)) {
+            members = PyObject_GetAttrString(e, "exceptions");
+        }
+        int failed = 0;
+        for (int k = 0; k < 2; k++) {
+            if (next[k] != NULL && !failed) {
+                PyObject *id = PyLong_FromVoidPtr(next[k]);
+                int dup = id == NULL ? -1 : PySet_Contains(seen, id);
+                failed = dup < 0 ||
+                         (!dup && (PySet_Add(seen, id) < 0 ||
+                                   PyList_Append(queue, next[k]) < 0));
+                Py_XDECREF(id);
             }
+            Py_XDECREF(next[k]);
+        }
+        for (Py_ssize_t m = 0; !failed && members != NULL && PyTuple_Check(members) &&
+                               m < PyTuple_GET_SIZE(members); m++) {
+            PyObject *member = PyTuple_GET_ITEM(members, m);
+            PyObject *id = PyLong_FromVoidPtr(member);
+            int dup = id == NULL ? -1 : PySet_Contains(seen, id);
+            failed = dup < 0 || (!dup && (PySet_Add(seen, id) < 0 ||
+                                          PyList_Append(queue, member) < 0));
+            Py_XDECREF(id);
         }
         Py_XDECREF(members);
+        if (failed) {
+            break;
+        }
     }
-    /* `found` stays reachable from `exc`, which the caller holds. */
-    Py_XDECREF(cause);
-    Py_XDECREF(context);
-    return found;
+done:
+    PyErr_Clear(); /* a failed search finds nothing; the error stands */
+    Py_XDECREF(queue);
+    Py_XDECREF(seen);
+    return found; /* still referenced from exc's chain */
 }
 
 /* Whether a traceback entry runs a cell's code. */
@@ -854,7 +885,7 @@ cell_tb_in_cell(PyObject *tb)
 {
     PyFrameObject *frame = ((PyTracebackObject *)tb)->tb_frame;
     PyCodeObject *code = PyFrame_GetCode(frame);
-    int is_cell = sp_context_is_cell_code(code);
+    int is_cell = sp_gate_is_cell_code(code);
     Py_DECREF(code);
     return is_cell;
 }
@@ -868,7 +899,7 @@ cell_fix_error(SpCell *self)
     if (exc == NULL) {
         return;
     }
-    PyObject *denial = cell_find_denial(self->run, exc, 0);
+    PyObject *denial = cell_find_denial(self->run, exc);
     if (denial != NULL && denial != exc) {
         Py_SETREF(exc, Py_NewRef(denial));
     }
@@ -954,7 +985,7 @@ cell_start(SpCell *self)
 {
     SpRunner *r = (SpRunner *)self->runner;
     SpRun *outer = NULL;
-    int nested = sp_context_current(&outer);
+    int nested = sp_gate_run(&outer);
     Py_XDECREF(outer);
     if (nested != 0) {
         if (nested > 0) {
@@ -969,7 +1000,7 @@ cell_start(SpCell *self)
     }
     self->code = runner_compile(r, self->source, &self->has_result);
     if (self->code == NULL ||
-        sp_context_register_codes(self->code, self->run) < 0) {
+        sp_gate_register_codes(self->code, self->run) < 0) {
         return -1;
     }
     self->monitored = sp_monitor_cell_wants(self->code);

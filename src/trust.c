@@ -25,16 +25,19 @@
 #include "common.h"
 #include "trust.h"
 
+#include "gate.h"
 #include "paths.h"
 #include "monitor.h"
 #include "registry.h"
 
 #include <stddef.h>
+#include <string.h>
 #include <structmember.h>
 
 /* Process-wide, owned, created by the first import. */
 static struct {
-    PyObject *calls_var;      /* ContextVar: tuple of tracked (fn, args, kwargs) */
+    PyObject *calls_var;      /* ContextVar: tuple of SpCallRecord */
+    PyTypeObject *record;     /* SpCallRecord */
     PyObject *default_data;   /* dict: set_data() defaults */
     PyObject *default_dests;  /* normalised default ok_dests (tuple/None) */
     PyTypeObject *deny_info;  /* struct sequence DenyInfo */
@@ -232,6 +235,75 @@ trust_judge_frame(SpRun *run, PyFrameObject *frame, PyCodeObject *code,
     return r;
 }
 
+/* One call of a track_call tool, recorded in the `safepyrun.calls`
+ * context variable while it is in progress.  Only the engine creates
+ * them; a cell can read the variable (contexts are iterable) and set it,
+ * so the search accepts nothing but an exact tuple of these records, and
+ * a record stops counting when its call has returned: trust handed to the
+ * work a tool scheduled ends with the tool's call. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *fn;     /* owned: the tracked callable */
+    PyObject *args;   /* owned: tuple of positional arguments */
+    PyObject *kwargs; /* owned: dict (a copy made at the call) */
+    int active;       /* nonzero while the call (or its awaitable) runs */
+} SpCallRecord;
+
+static int
+record_tp_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    SpCallRecord *r = (SpCallRecord *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(r->fn);
+    Py_VISIT(r->args);
+    Py_VISIT(r->kwargs);
+    return 0;
+}
+
+static int
+record_tp_clear(PyObject *self)
+{
+    SpCallRecord *r = (SpCallRecord *)self;
+    r->active = 0;
+    Py_CLEAR(r->fn);
+    Py_CLEAR(r->args);
+    Py_CLEAR(r->kwargs);
+    return 0;
+}
+
+static PyType_Slot record_slots[] = {
+    {Py_tp_doc, "A call of a track_call tool in progress (opaque)."},
+    {Py_tp_traverse, record_tp_traverse},
+    {Py_tp_clear, record_tp_clear},
+    {Py_tp_dealloc, sp_gc_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec record_spec = {
+    .name = "safepyrun._engine.CallRecord",
+    .basicsize = sizeof(SpCallRecord),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = record_slots,
+};
+
+/* New active record of fn(*args, **kwargs).  New reference or NULL. */
+static SpCallRecord *
+record_new(PyObject *fn, PyObject *args, PyObject *kwargs)
+{
+    SpCallRecord *r = PyObject_GC_New(SpCallRecord, trust.record);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_INCREF(trust.record);
+    r->fn = Py_NewRef(fn);
+    r->args = Py_NewRef(args);
+    r->kwargs = Py_NewRef(kwargs);
+    r->active = 1;
+    PyObject_GC_Track(r);
+    return r;
+}
+
 /* Judge the calls track_call recorded in this context, newest first. */
 static int
 trust_judge_tracked(SpRun *run, PyObject *refusals)
@@ -241,26 +313,30 @@ trust_judge_tracked(SpRun *run, PyObject *refusals)
         return -1;
     }
     int verdict = 2;
+    if (!PyTuple_CheckExact(calls)) {
+        Py_DECREF(calls); /* not the engine's: a forged value counts for nothing */
+        return 2;
+    }
     for (Py_ssize_t i = PyTuple_GET_SIZE(calls) - 1; i >= 0 && verdict == 2; i--) {
-        PyObject *rec = PyTuple_GET_ITEM(calls, i); /* (fn, args, kwargs) */
-        PyObject *fn = PyTuple_GET_ITEM(rec, 0);
-        if (!PyFunction_Check(fn)) {
+        PyObject *item = PyTuple_GET_ITEM(calls, i);
+        if (!Py_IS_TYPE(item, trust.record) || !((SpCallRecord *)item)->active) {
             continue;
         }
-        PyObject *grants = sp_registry_code_grants(PyFunction_GET_CODE(fn));
-        if (grants == NULL) {
-            continue;
-        }
-        PyObject *args = PySequence_List(PyTuple_GET_ITEM(rec, 1));
-        if (args == NULL) {
-            Py_DECREF(grants);
+        SpCallRecord *rec = (SpCallRecord *)Py_NewRef(item);
+        PyObject *fn = rec->fn;
+        PyObject *grants = PyFunction_Check(fn)
+            ? sp_registry_code_grants(PyFunction_GET_CODE(fn)) : NULL;
+        PyObject *args = grants == NULL ? NULL : PySequence_List(rec->args);
+        if (grants != NULL && args == NULL) {
             verdict = -1;
-            break;
         }
-        verdict = trust_judge(grants, args, PyTuple_GET_ITEM(rec, 2), run->data,
-                              refusals, 0);
-        Py_DECREF(args);
-        Py_DECREF(grants);
+        else if (grants != NULL) {
+            verdict = trust_judge(grants, args, rec->kwargs, run->data,
+                                  refusals, 0);
+        }
+        Py_XDECREF(args);
+        Py_XDECREF(grants);
+        Py_DECREF(rec);
     }
     Py_DECREF(calls);
     return verdict;
@@ -273,7 +349,7 @@ sp_trust_search(SpRun *run, PyObject **refusals)
     if (*refusals == NULL) {
         return -1;
     }
-    int verdict = 2, saw_cell = 0, depth = 0;
+    int verdict = 2, saw_cell = 0;
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed, then owned */
     /* A trusted native called directly by the innermost frame: nothing
      * stands between it and the event. */
@@ -284,21 +360,23 @@ sp_trust_search(SpRun *run, PyObject **refusals)
         Py_CLEAR(*refusals);
         return 1;
     }
-    Py_XINCREF(frame);
-    while (frame != NULL && verdict == 2 && depth++ < TRUST_MAX_DEPTH) {
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        if (sp_context_is_cell_code(code)) {
+    sp_walk w;
+    sp_walk_start(&w);
+    PyFrameObject *f;
+    while (verdict == 2 && w.depth < TRUST_MAX_DEPTH &&
+           (f = sp_walk_next(&w)) != NULL) {
+        PyCodeObject *code = w.code; /* borrowed from the walk */
+        if (sp_gate_is_cell_code(code)) {
             saw_cell = 1;
-            Py_DECREF(code);
             break;
         }
         PyObject *grants = sp_registry_code_grants((PyObject *)code);
         if (grants != NULL) {
-            verdict = trust_judge_frame(run, frame, code, grants, *refusals, 0);
+            verdict = trust_judge_frame(run, f, code, grants, *refusals, 0);
             Py_DECREF(grants);
         }
         if (verdict == 2) {
-            PyObject *globals = PyFrame_GetGlobals(frame);
+            PyObject *globals = PyFrame_GetGlobals(f);
             int module_level = PyUnicode_Check(code->co_name) &&
                 PyUnicode_Compare(code->co_name, trust.module_name) == 0;
             if (globals == NULL) {
@@ -309,10 +387,11 @@ sp_trust_search(SpRun *run, PyObject **refusals)
             }
             Py_XDECREF(globals);
         }
-        Py_DECREF(code);
-        Py_SETREF(frame, PyFrame_GetBack(frame));
     }
-    Py_XDECREF(frame);
+    if (verdict == 2 && w.depth >= TRUST_MAX_DEPTH) {
+        saw_cell = 1; /* deeper than we look: not proven host code */
+    }
+    sp_walk_stop(&w);
     if (verdict == 2 && PyErr_Occurred()) {
         verdict = -1; /* PyFrame_GetBack ran out of memory */
     }
@@ -329,7 +408,7 @@ int
 sp_trust_gate_call(PyFrameObject *frame, PyObject *code)
 {
     SpRun *run = NULL;
-    int active = sp_context_current(&run);
+    int active = sp_gate_run(&run);
     if (active <= 0) {
         return active;
     }
@@ -438,26 +517,23 @@ static PyObject *
 trust_active_calls(void)
 {
     PyObject *calls = PyList_New(0);
-    PyFrameObject *frame = PyEval_GetFrame();
-    Py_XINCREF(frame);
-    int depth = 0;
-    while (calls != NULL && frame != NULL && depth++ < TRUST_MAX_DEPTH) {
-        PyObject *info = trust_call_info(frame);
+    sp_walk w;
+    sp_walk_start(&w);
+    PyFrameObject *f;
+    while (calls != NULL && w.depth < TRUST_MAX_DEPTH &&
+           (f = sp_walk_next(&w)) != NULL) {
+        PyObject *info = trust_call_info(f);
         if (info == NULL || PyList_Append(calls, info) < 0) {
             Py_XDECREF(info);
             Py_CLEAR(calls);
             break;
         }
         Py_DECREF(info);
-        PyCodeObject *code = PyFrame_GetCode(frame);
-        int cell = sp_context_is_cell_code(code);
-        Py_DECREF(code);
-        if (cell) {
+        if (sp_gate_is_cell_code(w.code)) {
             break;
         }
-        Py_SETREF(frame, PyFrame_GetBack(frame));
     }
-    Py_XDECREF(frame);
+    sp_walk_stop(&w);
     if (calls != NULL && PyErr_Occurred()) {
         Py_CLEAR(calls); /* PyFrame_GetBack ran out of memory */
     }
@@ -482,7 +558,8 @@ sp_trust_pre_deny(SpRun *run, const char *event, PyObject *args)
     PyStructSequence_SetItem(info, 1, Py_NewRef(args));
     PyStructSequence_SetItem(info, 2, Py_NewRef(run->data));
     PyStructSequence_SetItem(info, 3, Py_NewRef(calls));
-    res = sp_context_call_outside(run->pre_deny, info);
+    /* pre_deny is the host's: not gated, though cell frames lie below. */
+    res = sp_gate_call_as_host(run->pre_deny, info);
     if (res == NULL) {
         goto done;
     }
@@ -511,15 +588,7 @@ trust_py_set_data(PyObject *module, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_TypeError, "set_data() takes keyword arguments only");
         return NULL;
     }
-    SpRun *run = NULL;
-    int active = sp_context_current(&run);
-    if (active != 0) {
-        Py_XDECREF(run);
-        if (active > 0) {
-            PyErr_SetString(PyExc_PermissionError,
-                            "safepyrun refused to change policy data: sandboxed "
-                            "code cannot call set_data()");
-        }
+    if (sp_gate_refuse_inside("change policy data (set_data)") < 0) {
         return NULL;
     }
     if (kwargs != NULL && PyDict_Update(trust.default_data, kwargs) < 0) {
@@ -532,15 +601,7 @@ static PyObject *
 trust_py_set_default_ok_dests(PyObject *module, PyObject *dests)
 {
     (void)module;
-    SpRun *run = NULL;
-    int active = sp_context_current(&run);
-    if (active != 0) {
-        Py_XDECREF(run);
-        if (active > 0) {
-            PyErr_SetString(PyExc_PermissionError,
-                            "safepyrun refused to change default_ok_dests: "
-                            "sandboxed code cannot change policy");
-        }
+    if (sp_gate_refuse_inside("change default_ok_dests") < 0) {
         return NULL;
     }
     PyObject *norm = sp_paths_normalise_dests(dests);
@@ -576,7 +637,7 @@ trust_py_in_run(PyObject *module, PyObject *unused)
     (void)module;
     (void)unused;
     SpRun *run = NULL;
-    int active = sp_context_current(&run);
+    int active = sp_gate_run(&run);
     Py_XDECREF(run);
     return active < 0 ? NULL : PyBool_FromLong(active);
 }
@@ -598,6 +659,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *inner;  /* owned: fn's awaitable's iterator */
     PyObject *calls;  /* owned: the calls tuple to set while stepping */
+    SpCallRecord *record; /* owned: this call's record (last of calls),
+                             deactivated when the awaitable finishes */
 } SpTrackedAwait;
 
 static int
@@ -623,14 +686,20 @@ tracked_aw_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(((SpTrackedAwait *)self)->inner);
     Py_VISIT(((SpTrackedAwait *)self)->calls);
+    Py_VISIT(((SpTrackedAwait *)self)->record);
     return 0;
 }
 
 static int
 tracked_aw_tp_clear(PyObject *self)
 {
-    Py_CLEAR(((SpTrackedAwait *)self)->inner);
-    Py_CLEAR(((SpTrackedAwait *)self)->calls);
+    SpTrackedAwait *aw = (SpTrackedAwait *)self;
+    if (aw->record != NULL) {
+        aw->record->active = 0; /* an abandoned call is over too */
+    }
+    Py_CLEAR(aw->inner);
+    Py_CLEAR(aw->calls);
+    Py_CLEAR(aw->record);
     return 0;
 }
 
@@ -654,25 +723,25 @@ static PyObject *
 tracked_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     SpTracked *t = (SpTracked *)self;
-    PyObject *outer = NULL, *rec = NULL, *calls = NULL, *res = NULL;
+    PyObject *outer = NULL, *calls = NULL, *res = NULL, *one = NULL; /* owned */
+    SpCallRecord *rec = NULL;                                          /* owned */
     PyObject *kw = kwargs != NULL ? PyDict_Copy(kwargs) : PyDict_New();
     if (kw == NULL || PyContextVar_Get(trust.calls_var, trust.empty_tuple, &outer) < 0) {
         goto done;
     }
-    rec = PyTuple_Pack(3, t->fn, args, kw);
-    PyObject *one = rec == NULL ? NULL : PyTuple_Pack(1, rec);
+    if (!PyTuple_CheckExact(outer)) {
+        Py_SETREF(outer, Py_NewRef(trust.empty_tuple)); /* not ours: ignored */
+    }
+    rec = record_new(t->fn, args, kw);
+    one = rec == NULL ? NULL : PyTuple_Pack(1, (PyObject *)rec);
     calls = one == NULL ? NULL : PySequence_Concat(outer, one);
-    Py_XDECREF(one);
     if (calls == NULL) {
         goto done;
     }
     res = tracked_with_calls(calls, t->fn, args, kwargs);
-    if (res == NULL) {
-        goto done;
-    }
     /* An awaitable: its steps run with the record too. */
-    PyTypeObject *tp = Py_TYPE(res);
-    if (tp->tp_as_async != NULL && tp->tp_as_async->am_await != NULL) {
+    PyTypeObject *tp = res == NULL ? NULL : Py_TYPE(res);
+    if (tp != NULL && tp->tp_as_async != NULL && tp->tp_as_async->am_await != NULL) {
         PyObject *inner = tp->tp_as_async->am_await(res);
         if (inner == NULL) {
             Py_CLEAR(res);
@@ -687,12 +756,18 @@ tracked_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
         Py_INCREF(trust.tracked_aw);
         aw->inner = inner;
         aw->calls = Py_NewRef(calls);
+        aw->record = (SpCallRecord *)Py_NewRef(rec);
         PyObject_GC_Track(aw);
         Py_SETREF(res, (PyObject *)aw);
+        Py_CLEAR(rec); /* stays active while the awaitable runs */
     }
 done:
+    if (rec != NULL) {
+        rec->active = 0; /* the call has returned */
+    }
     Py_XDECREF(kw);
     Py_XDECREF(outer);
+    Py_XDECREF(one);
     Py_XDECREF(rec);
     Py_XDECREF(calls);
     return res;
@@ -771,7 +846,10 @@ tracked_aw_am_send(PyObject *self, PyObject *arg, PyObject **result)
     PySendResult r = PyIter_Send(aw->inner, arg, result);
     if (sp_context_leave_var(trust.calls_var, token) < 0 && r != PYGEN_ERROR) {
         Py_CLEAR(*result);
-        return PYGEN_ERROR;
+        r = PYGEN_ERROR;
+    }
+    if (r != PYGEN_NEXT && aw->record != NULL) {
+        aw->record->active = 0; /* the tool's call is over */
     }
     return r;
 }
@@ -801,6 +879,9 @@ tracked_aw_forward(PyObject *self, const char *method, PyObject *args)
     }
     PyObject *res = tracked_with_calls(aw->calls, fn, args, NULL);
     Py_DECREF(fn);
+    if ((res == NULL || strcmp(method, "close") == 0) && aw->record != NULL) {
+        aw->record->active = 0; /* finished, failed or closed */
+    }
     return res;
 }
 
@@ -903,6 +984,8 @@ sp_trust_init(PyObject *module)
         trust.call_info = PyStructSequence_NewType(&call_info_desc);
         trust.tracked = (PyTypeObject *)PyType_FromModuleAndSpec(module,
                                                                  &tracked_spec, NULL);
+        trust.record = (PyTypeObject *)PyType_FromModuleAndSpec(module,
+                                                                &record_spec, NULL);
         trust.tracked_aw = (PyTypeObject *)PyType_FromModuleAndSpec(
             module, &tracked_aw_spec, NULL);
         if (trust.module_name == NULL ||
@@ -910,7 +993,8 @@ sp_trust_init(PyObject *module)
             trust.default_data == NULL || trust.default_dests == NULL ||
             trust.calls_var == NULL ||
             trust.deny_info == NULL || trust.call_info == NULL ||
-            trust.tracked == NULL || trust.tracked_aw == NULL) {
+            trust.tracked == NULL || trust.tracked_aw == NULL ||
+            trust.record == NULL) {
             return -1;
         }
     }
