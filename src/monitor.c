@@ -29,18 +29,25 @@ static struct {
     PyObject *gated;    /* owned: {id(code): code} as last synced */
     int tool_id;        /* 3.12+: our sys.monitoring tool, or -1 */
     PyObject *disable;  /* owned: sys.monitoring.DISABLE (3.12+) */
-} monitor = {(unsigned long)-1, NULL, -1, NULL};
+    /* 3.12+, owned: sys.monitoring's functions, captured when the module
+     * is first imported, before any cell could replace them. */
+    PyObject *set_local_events;
+    PyObject *use_tool_id;
+    PyObject *register_callback;
+} monitor = {(unsigned long)-1, NULL, -1, NULL, NULL, NULL, NULL};
 
 /* The last call of a trusted native made by cell code, per thread (a
- * native may release the GIL): the callable (owned), the calling frame and
- * its instruction.  While that frame still stands at that instruction, the
- * call is in progress, so an audit event raised with that frame innermost
- * comes from inside the native.  No return event is needed: a finished
- * call leaves the frame at another instruction, or the call site's next
- * CALL event replaces the record. */
+ * native may release the GIL): the callable and the calling frame, both
+ * owned, and its instruction.  While that frame still stands at that
+ * instruction, the call is in progress, so an audit event raised with that
+ * frame innermost comes from inside the native.  No return event is
+ * needed: a finished call leaves the frame at another instruction, or the
+ * call site's next CALL event replaces the record.  The frame is held, not
+ * just its address: a freed frame's memory is reused by the next frame of
+ * the same shape, which would then match a stale record. */
 static _Thread_local struct {
     PyObject *callable;   /* owned, or NULL */
-    PyFrameObject *frame; /* compared only, never dereferenced */
+    PyFrameObject *frame; /* owned, or NULL */
     int lasti;
 } native_call;
 
@@ -55,12 +62,12 @@ monitor_native_called(PyObject *callable, PyFrameObject *frame)
     if (!trusted) {
         if (native_call.frame == frame && native_call.lasti == lasti) {
             Py_CLEAR(native_call.callable);
-            native_call.frame = NULL;
+            Py_CLEAR(native_call.frame);
         }
         return 0;
     }
     Py_XSETREF(native_call.callable, Py_NewRef(callable));
-    native_call.frame = frame;
+    Py_XSETREF(native_call.frame, (PyFrameObject *)Py_NewRef(frame));
     native_call.lasti = lasti;
     return 1;
 }
@@ -73,6 +80,17 @@ sp_monitor_native_call(PyFrameObject *frame)
         return NULL;
     }
     return native_call.callable;
+}
+
+int
+sp_monitor_cell_wants(PyObject *code)
+{
+    (void)code;
+    /* Any cell may reach a gated function or a trusted native through an
+     * alias (tools[0](...), globals()['sa' + 've']): watch every cell
+     * while either kind of registration exists. */
+    return sp_registry_has_natives() ||
+           PyDict_GET_SIZE(sp_registry_gated_codes()) > 0;
 }
 
 #if PY_VERSION_HEX >= 0x030C0000
@@ -121,12 +139,12 @@ static PyMethodDef monitor_cell_call_def = {
 
 /* Claim a tool id and register the callback, once. */
 static int
-monitor_claim_tool(PyObject *mon)
+monitor_claim_tool(void)
 {
     static const int candidates[] = {4, 3};
     for (int i = 0; i < 2 && monitor.tool_id < 0; i++) {
-        PyObject *r = PyObject_CallMethod(mon, "use_tool_id", "is",
-                                          candidates[i], "safepyrun");
+        PyObject *r = PyObject_CallFunction(monitor.use_tool_id, "is",
+                                            candidates[i], "safepyrun");
         if (r == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
                 return -1;
@@ -150,17 +168,13 @@ monitor_claim_tool(PyObject *mon)
         {&monitor_py_start_def, MONITOR_PY_START},
         {&monitor_cell_call_def, MONITOR_CALL},
     };
-    monitor.disable = PyObject_GetAttrString(mon, "DISABLE");
-    if (monitor.disable == NULL) {
-        return -1;
-    }
     for (size_t i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++) {
         PyObject *cb = PyCFunction_New(callbacks[i].def, NULL);
         if (cb == NULL) {
             return -1;
         }
-        PyObject *r = PyObject_CallMethod(mon, "register_callback", "iiO",
-                                          monitor.tool_id, callbacks[i].event, cb);
+        PyObject *r = PyObject_CallFunction(monitor.register_callback, "iiO",
+                                            monitor.tool_id, callbacks[i].event, cb);
         Py_DECREF(cb);
         if (r == NULL) {
             return -1;
@@ -170,21 +184,25 @@ monitor_claim_tool(PyObject *mon)
     return 0;
 }
 
-/* sys.monitoring, with our tool claimed.  New reference or NULL. */
-static PyObject *
-monitor_module(void)
+/* Our tool claimed and its callbacks registered, once.  0 ok, -1 error. */
+static int
+monitor_ready(void)
 {
-    PyObject *sys = PyImport_ImportModule("sys");
-    PyObject *mon = sys == NULL ? NULL : PyObject_GetAttrString(sys, "monitoring");
-    Py_XDECREF(sys);
-    if (mon != NULL && monitor.tool_id < 0 && monitor_claim_tool(mon) < 0) {
-        Py_CLEAR(mon);
-    }
-    return mon;
+    return monitor.tool_id >= 0 ? 0 : monitor_claim_tool();
+}
+
+/* set_local_events(our tool, code, events) through the captured function. */
+static int
+monitor_set_local_events(PyObject *code, int events)
+{
+    PyObject *r = PyObject_CallFunction(monitor.set_local_events, "iOi",
+                                        monitor.tool_id, code, events);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 static int
-monitor_watch_one(PyObject *mon, PyObject *code, int depth)
+monitor_watch_one(PyObject *code, int depth)
 {
     if (depth > 100) {
         return 0;
@@ -199,16 +217,13 @@ monitor_watch_one(PyObject *mon, PyObject *code, int depth)
         }
         events |= gated ? MONITOR_PY_START : 0;
     }
-    PyObject *r = PyObject_CallMethod(mon, "set_local_events", "iOi",
-                                      monitor.tool_id, code, events);
-    if (r == NULL) {
+    if (monitor_set_local_events(code, events) < 0) {
         return -1;
     }
-    Py_DECREF(r);
     PyObject *consts = ((PyCodeObject *)code)->co_consts;
     for (Py_ssize_t i = 0; consts != NULL && i < PyTuple_GET_SIZE(consts); i++) {
         PyObject *c = PyTuple_GET_ITEM(consts, i);
-        if (PyCode_Check(c) && monitor_watch_one(mon, c, depth + 1) < 0) {
+        if (PyCode_Check(c) && monitor_watch_one(c, depth + 1) < 0) {
             return -1;
         }
     }
@@ -221,13 +236,10 @@ sp_monitor_watch_cell(PyObject *code)
     if (!sp_registry_has_natives()) {
         return 0;
     }
-    PyObject *mon = monitor_module();
-    if (mon == NULL) {
+    if (monitor_ready() < 0) {
         return -1;
     }
-    int rc = monitor_watch_one(mon, code, 0);
-    Py_DECREF(mon);
-    return rc;
+    return monitor_watch_one(code, 0);
 }
 
 int
@@ -242,8 +254,7 @@ sp_monitor_sync(void)
         monitor.synced_version = sp_registry_version();
         return 0;
     }
-    PyObject *mon = monitor_module();
-    if (mon == NULL) {
+    if (monitor_ready() < 0) {
         return -1;
     }
     PyObject *key, *code;
@@ -253,26 +264,16 @@ sp_monitor_sync(void)
         if (PyDict_Contains(gated, key) == 1) {
             continue;
         }
-        PyObject *r = PyObject_CallMethod(mon, "set_local_events", "iOi",
-                                          monitor.tool_id, code, 0);
-        if (r == NULL) {
-            Py_DECREF(mon);
+        if (monitor_set_local_events(code, 0) < 0) {
             return -1;
         }
-        Py_DECREF(r);
     }
     pos = 0;
     while (PyDict_Next(gated, &pos, &key, &code)) {
-        PyObject *r = PyObject_CallMethod(mon, "set_local_events", "iOi",
-                                          monitor.tool_id, code,
-                                          MONITOR_PY_START);
-        if (r == NULL) {
-            Py_DECREF(mon);
+        if (monitor_set_local_events(code, MONITOR_PY_START) < 0) {
             return -1;
         }
-        Py_DECREF(r);
     }
-    Py_DECREF(mon);
     Py_XSETREF(monitor.gated, PyDict_Copy(gated));
     if (monitor.gated == NULL) {
         return -1;
@@ -394,42 +395,29 @@ sp_monitor_leave(sp_monitor_saved *saved)
 
 #endif
 
-static int
-monitor_code_names(PyObject *code, PyObject *names, int depth)
-{
-    PyObject *co_names = ((PyCodeObject *)code)->co_names;
-    for (Py_ssize_t i = 0; co_names != NULL && i < PyTuple_GET_SIZE(co_names); i++) {
-        int has = PySet_Contains(names, PyTuple_GET_ITEM(co_names, i));
-        if (has != 0) {
-            if (has < 0) {
-                PyErr_Clear();
-            }
-            return 1; /* an error counts as "watch it" */
-        }
-    }
-    PyObject *consts = ((PyCodeObject *)code)->co_consts;
-    for (Py_ssize_t i = 0; depth < 100 && consts != NULL && i < PyTuple_GET_SIZE(consts); i++) {
-        PyObject *c = PyTuple_GET_ITEM(consts, i);
-        if (PyCode_Check(c) && monitor_code_names(c, names, depth + 1)) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-int
-sp_monitor_cell_wants(PyObject *code)
-{
-    PyObject *names = sp_registry_watch_names(); /* borrowed */
-    if (names == NULL || PySet_GET_SIZE(names) == 0) {
-        return 0;
-    }
-    return monitor_code_names(code, names, 0);
-}
-
 int
 sp_monitor_init(PyObject *module)
 {
     (void)module;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (monitor.set_local_events != NULL) {
+        return 0;
+    }
+    PyObject *sys = PyImport_ImportModule("sys");
+    PyObject *mon = sys == NULL ? NULL : PyObject_GetAttrString(sys, "monitoring");
+    Py_XDECREF(sys);
+    if (mon == NULL) {
+        return -1;
+    }
+    monitor.set_local_events = PyObject_GetAttrString(mon, "set_local_events");
+    monitor.use_tool_id = PyObject_GetAttrString(mon, "use_tool_id");
+    monitor.register_callback = PyObject_GetAttrString(mon, "register_callback");
+    monitor.disable = PyObject_GetAttrString(mon, "DISABLE");
+    Py_DECREF(mon);
+    if (monitor.set_local_events == NULL || monitor.use_tool_id == NULL ||
+        monitor.register_callback == NULL || monitor.disable == NULL) {
+        return -1;
+    }
+#endif
     return 0;
 }

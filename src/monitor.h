@@ -15,11 +15,9 @@
 
 int sp_monitor_init(PyObject *module);
 
-/* Whether a cell's code needs the monitor: it names (in co_names, nested
- * code included) a registered native or a gated function.  Code that names
- * neither cannot call them directly; a call through an alias is then not
- * seen, and the monitor fails closed (native trust is not found) or, for
- * the call gate on 3.11, leaves the check to effect time.  1 or 0. */
+/* Whether a cell's code needs the monitor: a native callable or a gated
+ * function is registered (any cell may reach one through an alias).
+ * 1 or 0. */
 int sp_monitor_cell_wants(PyObject *code);
 
 /* A cell's code was compiled: on 3.12+, while native callables are

@@ -31,7 +31,6 @@ static struct {
     PyObject *modules;  /* {id(module dict): module dict} */
     PyObject *prefixes; /* tuple of str: 'pkg' for an entry 'pkg.*' */
     PyObject *gated;    /* {id(code): code} for codes with policies */
-    PyObject *watch;    /* frozenset: names of natives and gated codes */
     PyObject *name_key; /* interned "__name__" */
     PyObject *locals_marker; /* interned "<locals>" */
     unsigned long version;
@@ -356,43 +355,6 @@ registry_index_entry(PyObject *owner, PyObject *name, PyObject *policy)
     return rc;
 }
 
-/* The names that sp_monitor_cell_wants looks for, from the natives and
- * the gated codes. */
-static int
-registry_rebuild_watch(void)
-{
-    PyObject *names = PySet_New(NULL);
-    if (names == NULL) {
-        return -1;
-    }
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(registry.natives, &pos, &key, &value)) {
-        PyObject *name = PyObject_GetAttrString(PyTuple_GET_ITEM(value, 0),
-                                                "__name__");
-        if (name == NULL) {
-            PyErr_Clear();
-            continue;
-        }
-        int rc = PySet_Add(names, name);
-        Py_DECREF(name);
-        if (rc < 0) {
-            Py_DECREF(names);
-            return -1;
-        }
-    }
-    pos = 0;
-    while (PyDict_Next(registry.gated, &pos, &key, &value)) {
-        if (PySet_Add(names, ((PyCodeObject *)value)->co_name) < 0) {
-            Py_DECREF(names);
-            return -1;
-        }
-    }
-    Py_XSETREF(registry.watch, PyFrozenSet_New(names));
-    Py_DECREF(names);
-    return registry.watch == NULL ? -1 : 0;
-}
-
 /* Rebuild every index from the entries.  On failure the old indexes stay
  * in place and -1 is returned. */
 static int
@@ -432,7 +394,7 @@ registry_rebuild(PyObject *entries)
         goto error;
     }
     Py_XSETREF(registry.prefixes, PyList_AsTuple(prefixes));
-    if (registry.prefixes == NULL || registry_rebuild_watch() < 0) {
+    if (registry.prefixes == NULL) {
         goto error;
     }
     Py_DECREF(prefixes);
@@ -684,12 +646,6 @@ int
 sp_registry_has_natives(void)
 {
     return registry.natives != NULL && PyDict_GET_SIZE(registry.natives) > 0;
-}
-
-PyObject *
-sp_registry_watch_names(void)
-{
-    return registry.watch;
 }
 
 PyObject *

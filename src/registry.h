@@ -72,11 +72,6 @@ int sp_registry_globals_trusted(PyObject *globals, int module_level);
  * dict {id(code): code}; changes with every registration. */
 PyObject *sp_registry_gated_codes(void);
 
-/* The names a cell's code must mention to call a registered native or a
- * gated function directly (their __name__ / co_name): a borrowed
- * frozenset, replaced by every change. */
-PyObject *sp_registry_watch_names(void);
-
 /* A monotonic counter bumped by every change (monitor.c resyncs on it). */
 unsigned long sp_registry_version(void);
 
