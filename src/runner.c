@@ -294,6 +294,10 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     PyObject *g, *ok_dests, *banned = Py_None, *data = Py_None;
     PyObject *pre_deny = Py_None;
     int ban_defs = 0, yolo = 0;
+    /* A runner carries a policy: a cell must not make one (yolo=True). */
+    if (sp_gate_refuse_inside("create a runner") < 0) {
+        return NULL;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO:Runner", kwlist,
                                      &g, &ok_dests, &banned, &ban_defs, &yolo,
                                      &data, &pre_deny)) {
