@@ -10,8 +10,11 @@
  * The functions defined here are thin argument-parsing wrappers that expose
  * the path and syntax-tree checks to the Python shell and to the tests.
  */
+#include "cell.h"
 #include "check.h"
+#include "compile.h"
 #include "context.h"
+#include "export.h"
 #include "gate.h"
 #include "hook.h"
 #include "monitor.h"
@@ -227,7 +230,8 @@ engine_exec(PyObject *module)
         sp_gate_init(module) < 0 ||
         sp_registry_init(module) < 0 || sp_trust_init(module) < 0 ||
         sp_monitor_init(module) < 0 || sp_hook_init(module) < 0 ||
-        sp_runner_init(module) < 0) {
+        sp_compile_init(module) < 0 || sp_export_init(module) < 0 ||
+        sp_cell_init(module) < 0 || sp_runner_init(module) < 0) {
         return -1;
     }
     return 0;

@@ -1,10 +1,10 @@
-/* runner.h - compile a cell, run it under its run context, export names. */
+/* runner.h - the Runner type behind RunPython (see runner.c). */
 #ifndef SP_RUNNER_H
 #define SP_RUNNER_H
 
 #include "compat.h"
 
-/* Add the Runner and Cell types and the srcfn/should_export functions. */
+/* Add the Runner type and DEFAULT_BAN_IMPORTS.  0 / -1. */
 int sp_runner_init(PyObject *module);
 
 #endif /* SP_RUNNER_H */

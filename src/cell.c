@@ -1,0 +1,773 @@
+/* cell.c - the Cell: the awaitable that runs one cell to completion.
+ *
+ * A Cell (one per `await python(code)`) is created by the runner with the
+ * host namespace and the run's policy.  Awaiting it compiles the cell
+ * (compile.c), executes it with a copy of the host namespace as globals
+ * (so top-level names are globals that comprehensions, closures and
+ * functions see), drives the coroutine the code returns when it used
+ * top-level await, awaits the tasks the cell created, and exports new and
+ * changed names (export.c).
+ *
+ * Gating: every step that runs code a cell may have touched (the cell
+ * itself, its coroutine, and asyncio calls whose module attributes a cell
+ * could have replaced) runs with the run context entered, and the context
+ * is left again before the Cell yields to the event loop, so host code
+ * that runs while the cell is suspended is never gated.  Functions the
+ * Cell calls (asyncio.gather, all_tasks) are captured before the first
+ * cell of the process runs.
+ *
+ * Errors: an exception that wraps one of the run's refusals (a library's
+ * own error type with the PermissionError as __cause__/__context__, or an
+ * ExceptionGroup) is replaced by the refusal; the traceback is trimmed to
+ * start at the cell's frames.
+ */
+#include "common.h"
+#include "cell.h"
+
+#include "compile.h"
+#include "export.h"
+#include "gate.h"
+#include "hook.h"
+#include "monitor.h"
+
+#define CELL_MAX_UNWRAP 32
+
+/* Process-wide, owned, never freed (GIL held): cells of any module object
+ * use them. */
+static struct {
+    PyTypeObject *cell_type;
+    PyObject *builtins_name;    /* interned "__builtins__" */
+    PyObject *all_tasks;        /* asyncio.all_tasks (first run) */
+    PyObject *current_task;     /* asyncio.current_task */
+    PyObject *gather;           /* asyncio.gather */
+    PyObject *cancelled;        /* asyncio.CancelledError */
+} cell_global;
+
+typedef enum {
+    CELL_START,    /* not started */
+    CELL_CORO,     /* driving the cell's coroutine (top-level await) */
+    CELL_TASKS,    /* looking for tasks the cell created */
+    CELL_WAIT,     /* driving gather() over those tasks */
+    CELL_DONE,     /* finishing: result and export */
+    CELL_FINISHED, /* returned or raised */
+} cell_state;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *g;       /* owned: the host namespace (dict) */
+    PyObject *banned;  /* owned: tuple of modules the checks refuse */
+    SpRun *run;        /* owned: this cell's policy */
+    PyObject *source;  /* owned: the code as given */
+    PyObject *code;    /* owned or NULL until started: compiled cell */
+    PyObject *globals; /* owned or NULL until started: the cell's namespace */
+    PyObject *coro;    /* owned or NULL: the running cell coroutine */
+    PyObject *waiter;  /* owned or NULL: gather(...).__await__() */
+    PyObject *seen;    /* owned or NULL: tasks not to await (existed before,
+                          or already awaited); NULL when no loop runs */
+    PyObject *error;   /* owned or NULL: first failure of a cell task */
+    int has_result;
+    int ban_defs;      /* the checks refuse def/class */
+    int checks;        /* the syntax-tree checks apply (not yolo) */
+    int monitored;     /* the call monitor watches this cell (monitor.c) */
+    cell_state state;
+} SpCell;
+
+static int
+cell_tp_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    SpCell *c = (SpCell *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(c->g);
+    Py_VISIT(c->banned);
+    Py_VISIT(c->run);
+    Py_VISIT(c->source);
+    Py_VISIT(c->code);
+    Py_VISIT(c->globals);
+    Py_VISIT(c->coro);
+    Py_VISIT(c->waiter);
+    Py_VISIT(c->seen);
+    Py_VISIT(c->error);
+    return 0;
+}
+
+static int
+cell_tp_clear(PyObject *self)
+{
+    SpCell *c = (SpCell *)self;
+    Py_CLEAR(c->g);
+    Py_CLEAR(c->banned);
+    Py_CLEAR(c->run);
+    Py_CLEAR(c->source);
+    Py_CLEAR(c->code);
+    Py_CLEAR(c->globals);
+    Py_CLEAR(c->coro);
+    Py_CLEAR(c->waiter);
+    Py_CLEAR(c->seen);
+    Py_CLEAR(c->error);
+    return 0;
+}
+
+PyObject *
+sp_cell_new(PyObject *g, SpRun *run, PyObject *source, PyObject *banned,
+            int ban_defs, int checks)
+{
+    SpCell *cell = PyObject_GC_New(SpCell, cell_global.cell_type);
+    if (cell == NULL) {
+        return NULL;
+    }
+    Py_INCREF(cell_global.cell_type);
+    cell->g = Py_NewRef(g);
+    cell->banned = Py_NewRef(banned);
+    cell->run = (SpRun *)Py_NewRef(run);
+    cell->source = Py_NewRef(source);
+    cell->code = cell->globals = cell->coro = cell->waiter = NULL;
+    cell->seen = cell->error = NULL;
+    cell->has_result = 0;
+    cell->ban_defs = ban_defs;
+    cell->checks = checks;
+    cell->monitored = 0;
+    cell->state = CELL_START;
+    PyObject_GC_Track(cell);
+    return (PyObject *)cell;
+}
+
+/* Capture asyncio's functions once, before any cell could replace them. */
+static int
+cell_capture_asyncio(void)
+{
+    if (cell_global.gather != NULL) {
+        return 0;
+    }
+    if (sp_hook_note_asyncio() < 0) {
+        return -1;
+    }
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    if (asyncio == NULL) {
+        return -1;
+    }
+    cell_global.all_tasks = PyObject_GetAttrString(asyncio, "all_tasks");
+    cell_global.current_task = PyObject_GetAttrString(asyncio, "current_task");
+    cell_global.cancelled = PyObject_GetAttrString(asyncio, "CancelledError");
+    cell_global.gather = PyObject_GetAttrString(asyncio, "gather");
+    Py_DECREF(asyncio);
+    if (cell_global.all_tasks == NULL || cell_global.current_task == NULL ||
+        cell_global.cancelled == NULL || cell_global.gather == NULL) {
+        Py_CLEAR(cell_global.all_tasks);
+        Py_CLEAR(cell_global.current_task);
+        Py_CLEAR(cell_global.cancelled);
+        Py_CLEAR(cell_global.gather);
+        return -1;
+    }
+    return 0;
+}
+
+/* Prepare to find the tasks the cell creates.  Where a task's context
+ * can be read (3.12+), a task is the cell's when its context holds this
+ * cell's run, and only the current task needs excluding; on 3.11 the tasks
+ * that exist before the cell runs are remembered.  Without a running event
+ * loop there is nothing to track and `seen` stays NULL. */
+static int
+cell_begin(SpCell *self)
+{
+    if (cell_capture_asyncio() < 0) {
+        return -1;
+    }
+    PyObject *current = PyObject_CallNoArgs(cell_global.current_task);
+    if (current == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+            PyErr_Clear(); /* no running loop */
+            return 0;
+        }
+        return -1;
+    }
+#if SP_HAVE_TASK_GET_CONTEXT
+    self->seen = PySet_New(NULL);
+#else
+    PyObject *tasks = PyObject_CallNoArgs(cell_global.all_tasks);
+    self->seen = tasks == NULL ? NULL : PySet_New(tasks);
+    Py_XDECREF(tasks);
+#endif
+    int rc = self->seen == NULL ? -1
+             : current == Py_None ? 0
+                                  : PySet_Add(self->seen, current);
+    Py_DECREF(current);
+    return rc;
+}
+
+/* Whether `task` belongs to this cell: it is not done and (where the
+ * interpreter can tell) it runs in a context holding this cell's run.
+ * 1 yes, 0 no, -1 error. */
+static int
+cell_owns_task(SpCell *self, PyObject *task)
+{
+    PyObject *done = PyObject_CallMethod(task, "done", NULL);
+    if (done == NULL) {
+        return -1;
+    }
+    int is_done = PyObject_IsTrue(done);
+    Py_DECREF(done);
+    if (is_done != 0) {
+        return is_done < 0 ? -1 : 0;
+    }
+#if SP_HAVE_TASK_GET_CONTEXT
+    PyObject *ctx = PyObject_CallMethod(task, "get_context", NULL);
+    if (ctx == NULL) {
+        return -1;
+    }
+    if (!PyContext_CheckExact(ctx)) {
+        Py_DECREF(ctx);
+        return 0;
+    }
+    PyObject *value = PyObject_GetItem(ctx, sp_context_var());
+    Py_DECREF(ctx);
+    if (value == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_KeyError)) {
+            PyErr_Clear();
+            return 0;
+        }
+        return -1;
+    }
+    int mine = value == (PyObject *)self->run;
+    Py_DECREF(value);
+    return mine;
+#else
+    (void)self;
+    return 1;
+#endif
+}
+
+/* Find the cell's tasks not yet awaited; if any, start gathering them.
+ * 1 if self->waiter was set, 0 if there is nothing to wait for, -1 error. */
+static int
+cell_collect_tasks(SpCell *self)
+{
+    PyObject *tasks = NULL, *mine = NULL, *args = NULL, *kw = NULL;
+    PyObject *fut = NULL;
+    int rc = -1;
+    if (self->seen == NULL) {
+        return 0;
+    }
+    tasks = PyObject_CallNoArgs(cell_global.all_tasks);
+    mine = PyList_New(0);
+    if (tasks == NULL || mine == NULL) {
+        goto done;
+    }
+    PyObject *it = PyObject_GetIter(tasks);
+    if (it == NULL) {
+        goto done;
+    }
+    PyObject *task;
+    while ((task = PyIter_Next(it)) != NULL) {
+        int seen = PySet_Contains(self->seen, task);
+        int own = seen == 0 ? cell_owns_task(self, task) : 0;
+        if (seen < 0 || own < 0 ||
+            (own && (PyList_Append(mine, task) < 0 ||
+                     PySet_Add(self->seen, task) < 0))) {
+            Py_DECREF(task);
+            Py_DECREF(it);
+            goto done;
+        }
+        Py_DECREF(task);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    if (PyList_GET_SIZE(mine) == 0) {
+        rc = 0;
+        goto done;
+    }
+    args = PyList_AsTuple(mine);
+    kw = Py_BuildValue("{sO}", "return_exceptions", Py_True);
+    if (args == NULL || kw == NULL) {
+        goto done;
+    }
+    fut = PyObject_Call(cell_global.gather, args, kw);
+    if (fut == NULL) {
+        goto done;
+    }
+    self->waiter = PyObject_CallMethod(fut, "__await__", NULL);
+    rc = self->waiter == NULL ? -1 : 1;
+done:
+    Py_XDECREF(tasks);
+    Py_XDECREF(mine);
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    Py_XDECREF(fut);
+    return rc;
+}
+
+/* Note the first failure among gathered results (a list); a task that was
+ * cancelled is not a failure of the cell. */
+static void
+cell_note_task_errors(SpCell *self, PyObject *results)
+{
+    if (!PyList_Check(results) || self->error != NULL) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(results); i++) {
+        PyObject *item = PyList_GET_ITEM(results, i);
+        if (PyExceptionInstance_Check(item) &&
+            !PyErr_GivenExceptionMatches(item, cell_global.cancelled)) {
+            self->error = Py_NewRef(item);
+            return;
+        }
+    }
+}
+
+/* Search `exc`'s causes, contexts and group members for one of the run's
+ * refusals, breadth first, visiting each exception once (a chain may be a
+ * diamond or a cycle) and at most CELL_MAX_UNWRAP of them.  Borrowed
+ * result (kept alive by `exc`'s chain, which the caller holds), or NULL;
+ * no exception is left set. */
+static PyObject *
+cell_find_denial(SpRun *run, PyObject *exc)
+{
+    PyObject *queue = PyList_New(0); /* owned: exceptions to look at */
+    PyObject *seen = PySet_New(NULL); /* owned: ids of those queued */
+    PyObject *found = NULL;
+    if (queue == NULL || seen == NULL || PyList_Append(queue, exc) < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(queue) && i < CELL_MAX_UNWRAP &&
+                           found == NULL; i++) {
+        PyObject *e = PyList_GET_ITEM(queue, i); /* kept by queue */
+        if (sp_context_is_denial(run, e)) {
+            found = e;
+            break;
+        }
+        PyObject *next[2] = {PyException_GetCause(e), PyException_GetContext(e)};
+        PyObject *members = NULL;
+        if (PyObject_TypeCheck(e, (PyTypeObject *)PyExc_BaseExceptionGroup)) {
+            members = PyObject_GetAttrString(e, "exceptions");
+        }
+        int failed = 0;
+        for (int k = 0; k < 2; k++) {
+            if (next[k] != NULL && !failed) {
+                PyObject *id = PyLong_FromVoidPtr(next[k]);
+                int dup = id == NULL ? -1 : PySet_Contains(seen, id);
+                failed = dup < 0 ||
+                         (!dup && (PySet_Add(seen, id) < 0 ||
+                                   PyList_Append(queue, next[k]) < 0));
+                Py_XDECREF(id);
+            }
+            Py_XDECREF(next[k]);
+        }
+        for (Py_ssize_t m = 0; !failed && members != NULL && PyTuple_Check(members) &&
+                               m < PyTuple_GET_SIZE(members); m++) {
+            PyObject *member = PyTuple_GET_ITEM(members, m);
+            PyObject *id = PyLong_FromVoidPtr(member);
+            int dup = id == NULL ? -1 : PySet_Contains(seen, id);
+            failed = dup < 0 || (!dup && (PySet_Add(seen, id) < 0 ||
+                                          PyList_Append(queue, member) < 0));
+            Py_XDECREF(id);
+        }
+        Py_XDECREF(members);
+        if (failed) {
+            break;
+        }
+    }
+done:
+    PyErr_Clear(); /* a failed search finds nothing; the error stands */
+    Py_XDECREF(queue);
+    Py_XDECREF(seen);
+    return found; /* still referenced from exc's chain */
+}
+
+/* Whether a traceback entry runs a cell's code. */
+static int
+cell_tb_in_cell(PyObject *tb)
+{
+    PyFrameObject *frame = ((PyTracebackObject *)tb)->tb_frame;
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    int is_cell = sp_gate_is_cell_code(code);
+    Py_DECREF(code);
+    return is_cell;
+}
+
+/* Rewrite the pending exception for the host: a wrapped refusal is
+ * unwrapped, and the traceback starts at the cell's first frame. */
+static void
+cell_fix_error(SpCell *self)
+{
+    PyObject *exc = sp_err_get_raised();
+    if (exc == NULL) {
+        return;
+    }
+    PyObject *denial = cell_find_denial(self->run, exc);
+    if (denial != NULL && denial != exc) {
+        Py_SETREF(exc, Py_NewRef(denial));
+    }
+    PyObject *tb = PyException_GetTraceback(exc); /* new or NULL */
+    PyObject *walk = tb;                          /* borrowed along the chain */
+    while (walk != NULL && walk != Py_None && !cell_tb_in_cell(walk)) {
+        walk = (PyObject *)((PyTracebackObject *)walk)->tb_next;
+    }
+    if (walk != NULL && walk != tb && walk != Py_None) {
+        PyException_SetTraceback(exc, walk);
+    }
+    Py_XDECREF(tb);
+    sp_err_set_raised(exc);
+}
+
+/* Throw `exc` into iterator `it` the way yield-from does. */
+static PySendResult
+cell_throw_into(PyObject *it, PyObject *exc, PyObject **out)
+{
+    *out = PyObject_CallMethod(it, "throw", "O", exc);
+    if (*out != NULL) {
+        return PYGEN_NEXT;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        return PYGEN_ERROR;
+    }
+    PyObject *stop = sp_err_get_raised();
+    *out = PyObject_GetAttrString(stop, "value");
+    Py_DECREF(stop);
+    return *out != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+}
+
+/* Enter the cell's run: the monitor (when the cell needs it) and the run
+ * context.  0 ok (then cell_leave must follow), -1 error. */
+static int
+cell_enter(SpCell *self, sp_monitor_saved *saved, PyObject **token)
+{
+    if (sp_monitor_enter(saved, self->monitored) < 0) {
+        return -1;
+    }
+    *token = sp_context_enter(self->run);
+    if (*token == NULL) {
+        sp_monitor_leave(saved);
+        return -1;
+    }
+    return 0;
+}
+
+/* Leave what cell_enter entered; a pending exception survives.  Steals
+ * `token`.  0 ok, -1 error. */
+static int
+cell_leave(sp_monitor_saved *saved, PyObject *token)
+{
+    int left = sp_context_leave(token);
+    sp_monitor_leave(saved);
+    return left;
+}
+
+/* Send `arg` (or throw `exc`) into `it` with the run entered. */
+static PySendResult
+cell_drive(SpCell *self, PyObject *it, PyObject *arg, PyObject *exc,
+           PyObject **out)
+{
+    sp_monitor_saved saved;
+    PyObject *token;
+    *out = NULL;
+    if (cell_enter(self, &saved, &token) < 0) {
+        return PYGEN_ERROR;
+    }
+    PySendResult r = exc != NULL ? cell_throw_into(it, exc, out)
+                                 : PyIter_Send(it, arg, out);
+    if (cell_leave(&saved, token) < 0 && r != PYGEN_ERROR) {
+        Py_CLEAR(*out);
+        return PYGEN_ERROR;
+    }
+    return r;
+}
+
+/* Start the cell: run its code; a cell that used top-level await returns a
+ * coroutine, which becomes self->coro.  0 ok, -1 error. */
+static int
+cell_start(SpCell *self)
+{
+    SpRun *outer = NULL;
+    int nested = sp_gate_run(&outer);
+    Py_XDECREF(outer);
+    if (nested != 0) {
+        if (nested > 0) {
+            PyErr_SetString(PyExc_PermissionError,
+                            "safepyrun refused to start a run from sandboxed "
+                            "code: a nested run could change the policy");
+        }
+        return -1;
+    }
+    if (sp_monitor_sync() < 0) {
+        return -1;
+    }
+    self->code = sp_compile_cell(self->source, self->banned, self->ban_defs,
+                                 self->checks, &self->has_result);
+    if (self->code == NULL ||
+        sp_gate_register_codes(self->code, self->run) < 0) {
+        return -1;
+    }
+    self->monitored = sp_monitor_cell_wants(self->code);
+    if (self->monitored && sp_monitor_watch_cell(self->code) < 0) {
+        return -1;
+    }
+    /* A copy of the host namespace: the cell's top-level names are its
+     * globals; new ones reach the host through sp_export_names. */
+    self->globals = PyDict_Copy(self->g);
+    if (self->globals == NULL) {
+        return -1;
+    }
+    /* As exec() does: without __builtins__ a cell's imports misbehave. */
+    if (PyDict_SetDefault(self->globals, cell_global.builtins_name,
+                          PyEval_GetBuiltins()) == NULL) {
+        return -1;
+    }
+    if (cell_begin(self) < 0) {
+        return -1;
+    }
+    sp_monitor_saved saved;
+    PyObject *token;
+    if (cell_enter(self, &saved, &token) < 0) {
+        return -1;
+    }
+    PyObject *res = PyEval_EvalCode(self->code, self->globals, self->globals);
+    if (cell_leave(&saved, token) < 0 || res == NULL) {
+        Py_XDECREF(res);
+        return -1;
+    }
+    if (((PyCodeObject *)self->code)->co_flags & CO_COROUTINE) {
+        self->coro = res;
+        self->state = CELL_CORO;
+    }
+    else {
+        Py_DECREF(res);
+        self->state = CELL_TASKS;
+    }
+    return 0;
+}
+
+/* The cell's value: the last expression's, or None.  New reference. */
+static PyObject *
+cell_take_result(SpCell *self)
+{
+    if (!self->has_result) {
+        return Py_NewRef(Py_None);
+    }
+    PyObject *result = NULL;
+    if (sp_dict_get_ref(self->globals, sp_compile_result_name(), &result) < 0) {
+        return NULL;
+    }
+    if (result == NULL) {
+        return Py_NewRef(Py_None);
+    }
+    if (PyDict_DelItem(self->globals, sp_compile_result_name()) < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+/* Export names after a failure, keeping the pending exception: what the
+ * cell defined before it failed still reaches the host. */
+static void
+cell_export_on_error(SpCell *self)
+{
+    if (self->globals == NULL) {
+        return; /* failed before running: nothing to export */
+    }
+    PyObject *pending = sp_err_get_raised();
+    if (PyDict_DelItem(self->globals, sp_compile_result_name()) < 0) {
+        PyErr_Clear();
+    }
+    if (sp_export_names(self->globals, self->g) < 0) {
+        PyErr_WriteUnraisable(self->g);
+    }
+    sp_err_set_raised(pending);
+}
+
+/* The state machine behind send/throw/__next__.  `exc` (borrowed, may be
+ * NULL) is thrown into whatever the cell is waiting on. */
+static PySendResult
+cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
+{
+    assert(self->state >= CELL_START && self->state <= CELL_FINISHED);
+    assert(!PyErr_Occurred());
+    *out = NULL;
+    for (;;) {
+        switch (self->state) {
+        case CELL_START:
+            if (exc != NULL) {
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                goto fail;
+            }
+            if (cell_start(self) < 0) {
+                goto fail;
+            }
+            break;
+        case CELL_CORO:
+        case CELL_WAIT: {
+            PyObject **it = self->state == CELL_CORO ? &self->coro : &self->waiter;
+            assert(*it != NULL);
+            PySendResult r = cell_drive(self, *it, arg, exc, out);
+            exc = NULL;
+            arg = Py_None;
+            if (r == PYGEN_NEXT) {
+                return PYGEN_NEXT;
+            }
+            Py_CLEAR(*it);
+            if (r == PYGEN_ERROR) {
+                goto fail;
+            }
+            if (self->state == CELL_WAIT) {
+                cell_note_task_errors(self, *out);
+            }
+            Py_CLEAR(*out);
+            self->state = CELL_TASKS;
+            break;
+        }
+        case CELL_TASKS: {
+            int found = cell_collect_tasks(self);
+            if (found < 0) {
+                goto fail;
+            }
+            self->state = found ? CELL_WAIT : CELL_DONE;
+            break;
+        }
+        case CELL_DONE: {
+            if (self->error != NULL) {
+                PyObject *err = self->error; /* reference moves to the error */
+                self->error = NULL;
+                sp_err_set_raised(err);
+                goto fail;
+            }
+            PyObject *result = cell_take_result(self);
+            if (result == NULL) {
+                goto fail;
+            }
+            if (sp_export_names(self->globals, self->g) < 0) {
+                Py_DECREF(result);
+                goto fail;
+            }
+            self->state = CELL_FINISHED;
+            *out = result;
+            return PYGEN_RETURN;
+        }
+        case CELL_FINISHED:
+            PyErr_SetString(PyExc_RuntimeError,
+                            "cannot reuse an already awaited cell");
+            return PYGEN_ERROR;
+        }
+    }
+fail:
+    self->state = CELL_FINISHED;
+    Py_CLEAR(self->coro);
+    Py_CLEAR(self->waiter);
+    cell_export_on_error(self);
+    cell_fix_error(self);
+    return PYGEN_ERROR;
+}
+
+static PySendResult
+cell_am_send(PyObject *self, PyObject *arg, PyObject **result)
+{
+    return cell_advance((SpCell *)self, arg, NULL, result);
+}
+
+static PyObject *
+cell_send(PyObject *self, PyObject *arg)
+{
+    PyObject *value;
+    PySendResult r = cell_advance((SpCell *)self, arg, NULL, &value);
+    return sp_send_result_to_python(r, value);
+}
+
+static PyObject *
+cell_tp_iternext(PyObject *self)
+{
+    return cell_send(self, Py_None);
+}
+
+static PyObject *
+cell_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
+        return NULL;
+    }
+    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
+    PyObject *exc;
+    if (PyExceptionInstance_Check(typ)) {
+        exc = Py_NewRef(typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        exc = PyExceptionInstance_Check(val) ? Py_NewRef(val)
+              : val == Py_None               ? PyObject_CallNoArgs(typ)
+                                             : PyObject_CallOneArg(typ, val);
+        if (exc == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError,
+                        "exceptions must derive from BaseException");
+        return NULL;
+    }
+    PyObject *value;
+    PySendResult r = cell_advance((SpCell *)self, Py_None, exc, &value);
+    Py_DECREF(exc);
+    return sp_send_result_to_python(r, value);
+}
+
+static PyObject *
+cell_close(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    SpCell *c = (SpCell *)self;
+    PyObject *it = c->coro != NULL ? c->coro : c->waiter; /* borrowed */
+    c->state = CELL_FINISHED;
+    PyObject *res = it != NULL ? PyObject_CallMethod(it, "close", NULL)
+                               : Py_NewRef(Py_None);
+    Py_CLEAR(c->coro);
+    Py_CLEAR(c->waiter);
+    return res == NULL ? NULL : (Py_DECREF(res), Py_NewRef(Py_None));
+}
+
+static PyObject *
+cell_am_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyMethodDef cell_methods[] = {
+    {"send", cell_send, METH_O, "Resume the cell with a value."},
+    {"throw", (PyCFunction)(void (*)(void))cell_throw, METH_FASTCALL,
+     "Raise an exception where the cell is suspended."},
+    {"close", cell_close, METH_NOARGS, "Stop the cell."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot cell_slots[] = {
+    {Py_tp_doc, "One cell run: await it to run the cell and get its value."},
+    {Py_tp_traverse, cell_tp_traverse},
+    {Py_tp_clear, cell_tp_clear},
+    {Py_tp_dealloc, sp_gc_dealloc},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, cell_tp_iternext},
+    {Py_tp_methods, cell_methods},
+    {Py_am_await, cell_am_await},
+    {Py_am_send, cell_am_send},
+    {0, NULL},
+};
+
+static PyType_Spec cell_spec = {
+    .name = "safepyrun._engine.Cell",
+    .basicsize = sizeof(SpCell),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = cell_slots,
+};
+
+int
+sp_cell_init(PyObject *module)
+{
+    if (cell_global.cell_type == NULL) {
+        cell_global.cell_type =
+            (PyTypeObject *)PyType_FromModuleAndSpec(module, &cell_spec, NULL);
+        cell_global.builtins_name = PyUnicode_InternFromString("__builtins__");
+        if (cell_global.cell_type == NULL || cell_global.builtins_name == NULL) {
+            return -1;
+        }
+    }
+    return PyModule_AddObjectRef(module, "Cell", (PyObject *)cell_global.cell_type);
+}

@@ -1,0 +1,17 @@
+/* cell.h - the awaitable that runs one cell (see cell.c). */
+#ifndef SP_CELL_H
+#define SP_CELL_H
+
+#include "context.h"
+
+/* Create the Cell type.  0 / -1. */
+int sp_cell_init(PyObject *module);
+
+/* A Cell that will run `source` (any object: checked when awaited) in a
+ * copy of the host namespace `g` (a dict) under `run`; `banned` (a tuple)
+ * and `ban_defs` are the syntax-tree rules, applied when `checks`.  Takes
+ * its own references.  New reference or NULL. */
+PyObject *sp_cell_new(PyObject *g, SpRun *run, PyObject *source,
+                      PyObject *banned, int ban_defs, int checks);
+
+#endif /* SP_CELL_H */
