@@ -5,14 +5,14 @@
 PYTHON ?= python3
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))/bench
 
-.PHONY: bench bench-quick bench-clean bench-trust
+.PHONY: bench bench-quick bench-clean bench-trust bench-host-writes
 bench:
 	$(PYTHON) $(BENCH_DIR)/run.py </dev/null
-	@$(MAKE) --no-print-directory bench-trust
+	@$(MAKE) --no-print-directory bench-trust bench-host-writes
 
 bench-quick:
 	$(PYTHON) $(BENCH_DIR)/run.py --quick </dev/null
-	@$(MAKE) --no-print-directory bench-trust
+	@$(MAKE) --no-print-directory bench-trust bench-host-writes
 
 # The refusal path (issue 3): appended to RESULTS.md for each of our venvs.
 bench-trust:
@@ -24,6 +24,17 @@ bench-trust:
 	     $$py $(BENCH_DIR)/trust_search.py $$header || exit 1; header=; \
 	   done; } >> $(BENCH_DIR)/RESULTS.md
 	@tail -6 $(BENCH_DIR)/RESULTS.md
+
+# Host writes after cells have run vs. no safepyrun imported (issue 7).
+bench-host-writes:
+	@{ echo; echo "## Host writes after cells have run"; echo; \
+	   echo "Host code writing files 20 frames deep, in a process where 50 cells ran,"; \
+	   echo "against a process that never imported safepyrun (\`bench/host_writes.py\`)."; \
+	   echo; header=--header; \
+	   for py in $(BENCH_DIR)/.venvs/ours-py*/bin/python; do \
+	     $$py $(BENCH_DIR)/host_writes.py $$header || exit 1; header=; \
+	   done; } >> $(BENCH_DIR)/RESULTS.md
+	@tail -4 $(BENCH_DIR)/RESULTS.md
 
 bench-clean:
 	rm -rf $(BENCH_DIR)/.venvs
