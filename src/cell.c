@@ -22,6 +22,7 @@
  * start at the cell's frames.
  */
 #include "common.h"
+#include "state.h"
 #include "cell.h"
 
 #include "compile.h"
@@ -32,16 +33,8 @@
 
 #define CELL_MAX_UNWRAP 32
 
-/* Process-wide, owned, never freed (GIL held): cells of any module object
- * use them. */
-static struct {
-    PyTypeObject *cell_type;
-    PyObject *builtins_name;    /* interned "__builtins__" */
-    PyObject *all_tasks;        /* asyncio.all_tasks (first run) */
-    PyObject *current_task;     /* asyncio.current_task */
-    PyObject *gather;           /* asyncio.gather */
-    PyObject *cancelled;        /* asyncio.CancelledError */
-} cell_global;
+/* This file's part of the engine state (state.h). */
+static struct sp_cell_state *const cell_global = &sp_state.cell;
 
 typedef enum {
     CELL_START,    /* not started */
@@ -111,11 +104,11 @@ PyObject *
 sp_cell_new(PyObject *g, SpRun *run, PyObject *source, PyObject *banned,
             int ban_defs, int checks)
 {
-    SpCell *cell = PyObject_GC_New(SpCell, cell_global.cell_type);
+    SpCell *cell = PyObject_GC_New(SpCell, cell_global->cell_type);
     if (cell == NULL) {
         return NULL;
     }
-    Py_INCREF(cell_global.cell_type);
+    Py_INCREF(cell_global->cell_type);
     cell->g = Py_NewRef(g);
     cell->banned = Py_NewRef(banned);
     cell->run = (SpRun *)Py_NewRef(run);
@@ -135,7 +128,7 @@ sp_cell_new(PyObject *g, SpRun *run, PyObject *source, PyObject *banned,
 static int
 cell_capture_asyncio(void)
 {
-    if (cell_global.gather != NULL) {
+    if (cell_global->gather != NULL) {
         return 0;
     }
     if (sp_hook_note_asyncio() < 0) {
@@ -145,17 +138,17 @@ cell_capture_asyncio(void)
     if (asyncio == NULL) {
         return -1;
     }
-    cell_global.all_tasks = PyObject_GetAttrString(asyncio, "all_tasks");
-    cell_global.current_task = PyObject_GetAttrString(asyncio, "current_task");
-    cell_global.cancelled = PyObject_GetAttrString(asyncio, "CancelledError");
-    cell_global.gather = PyObject_GetAttrString(asyncio, "gather");
+    cell_global->all_tasks = PyObject_GetAttrString(asyncio, "all_tasks");
+    cell_global->current_task = PyObject_GetAttrString(asyncio, "current_task");
+    cell_global->cancelled = PyObject_GetAttrString(asyncio, "CancelledError");
+    cell_global->gather = PyObject_GetAttrString(asyncio, "gather");
     Py_DECREF(asyncio);
-    if (cell_global.all_tasks == NULL || cell_global.current_task == NULL ||
-        cell_global.cancelled == NULL || cell_global.gather == NULL) {
-        Py_CLEAR(cell_global.all_tasks);
-        Py_CLEAR(cell_global.current_task);
-        Py_CLEAR(cell_global.cancelled);
-        Py_CLEAR(cell_global.gather);
+    if (cell_global->all_tasks == NULL || cell_global->current_task == NULL ||
+        cell_global->cancelled == NULL || cell_global->gather == NULL) {
+        Py_CLEAR(cell_global->all_tasks);
+        Py_CLEAR(cell_global->current_task);
+        Py_CLEAR(cell_global->cancelled);
+        Py_CLEAR(cell_global->gather);
         return -1;
     }
     return 0;
@@ -172,7 +165,7 @@ cell_begin(SpCell *self)
     if (cell_capture_asyncio() < 0) {
         return -1;
     }
-    PyObject *current = PyObject_CallNoArgs(cell_global.current_task);
+    PyObject *current = PyObject_CallNoArgs(cell_global->current_task);
     if (current == NULL) {
         if (PyErr_ExceptionMatches(PyExc_RuntimeError)) {
             PyErr_Clear(); /* no running loop */
@@ -183,7 +176,7 @@ cell_begin(SpCell *self)
 #if SP_HAVE_TASK_GET_CONTEXT
     self->seen = PySet_New(NULL);
 #else
-    PyObject *tasks = PyObject_CallNoArgs(cell_global.all_tasks);
+    PyObject *tasks = PyObject_CallNoArgs(cell_global->all_tasks);
     self->seen = tasks == NULL ? NULL : PySet_New(tasks);
     Py_XDECREF(tasks);
 #endif
@@ -247,7 +240,7 @@ cell_collect_tasks(SpCell *self)
     if (self->seen == NULL) {
         return 0;
     }
-    tasks = PyObject_CallNoArgs(cell_global.all_tasks);
+    tasks = PyObject_CallNoArgs(cell_global->all_tasks);
     mine = PyList_New(0);
     if (tasks == NULL || mine == NULL) {
         goto done;
@@ -282,7 +275,7 @@ cell_collect_tasks(SpCell *self)
     if (args == NULL || kw == NULL) {
         goto done;
     }
-    fut = PyObject_Call(cell_global.gather, args, kw);
+    fut = PyObject_Call(cell_global->gather, args, kw);
     if (fut == NULL) {
         goto done;
     }
@@ -308,7 +301,7 @@ cell_note_task_errors(SpCell *self, PyObject *results)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(results); i++) {
         PyObject *item = PyList_GET_ITEM(results, i);
         if (PyExceptionInstance_Check(item) &&
-            !PyErr_GivenExceptionMatches(item, cell_global.cancelled)) {
+            !PyErr_GivenExceptionMatches(item, cell_global->cancelled)) {
             self->error = Py_NewRef(item);
             return;
         }
@@ -509,7 +502,7 @@ cell_start(SpCell *self)
         return -1;
     }
     /* As exec() does: without __builtins__ a cell's imports misbehave. */
-    if (PyDict_SetDefault(self->globals, cell_global.builtins_name,
+    if (PyDict_SetDefault(self->globals, cell_global->builtins_name,
                           PyEval_GetBuiltins()) == NULL) {
         return -1;
     }
@@ -761,13 +754,13 @@ static PyType_Spec cell_spec = {
 int
 sp_cell_init(PyObject *module)
 {
-    if (cell_global.cell_type == NULL) {
-        cell_global.cell_type =
+    if (cell_global->cell_type == NULL) {
+        cell_global->cell_type =
             (PyTypeObject *)PyType_FromModuleAndSpec(module, &cell_spec, NULL);
-        cell_global.builtins_name = PyUnicode_InternFromString("__builtins__");
-        if (cell_global.cell_type == NULL || cell_global.builtins_name == NULL) {
+        cell_global->builtins_name = PyUnicode_InternFromString("__builtins__");
+        if (cell_global->cell_type == NULL || cell_global->builtins_name == NULL) {
             return -1;
         }
     }
-    return PyModule_AddObjectRef(module, "Cell", (PyObject *)cell_global.cell_type);
+    return PyModule_AddObjectRef(module, "Cell", (PyObject *)cell_global->cell_type);
 }

@@ -21,6 +21,7 @@
  *     sees every import, exec and compile that gets past it.
  */
 #include "check.h"
+#include "state.h"
 
 #include <string.h>
 
@@ -31,7 +32,9 @@ static const char *const check_type_names[T_COUNT] = {
     "AST", "Import", "ImportFrom", "Call", "Name", "FunctionDef",
     "AsyncFunctionDef", "ClassDef",
 };
-static PyTypeObject *check_types[T_COUNT];
+_Static_assert(T_COUNT == SP_CHECK_NTYPES, "state.h: SP_CHECK_NTYPES");
+/* The node types, in the engine state (state.h). */
+static PyTypeObject **const check_types = sp_state.check.types;
 
 /* Interned attribute names, so each getattr is a pointer-compared lookup. */
 enum { S_FIELDS, S_NAMES, S_NAME, S_MODULE, S_LEVEL, S_FUNC, S_ID, S_LINENO,
@@ -39,9 +42,10 @@ enum { S_FIELDS, S_NAMES, S_NAME, S_MODULE, S_LEVEL, S_FUNC, S_ID, S_LINENO,
 static const char *const check_str_values[S_COUNT] = {
     "_fields", "names", "name", "module", "level", "func", "id", "lineno",
 };
-static PyObject *check_strs[S_COUNT];
+_Static_assert(S_COUNT == SP_CHECK_NSTRS, "state.h: SP_CHECK_NSTRS");
+/* The interned attribute names, in the engine state (state.h). */
+static PyObject **const check_strs = sp_state.check.strs;
 
-static int check_ready;
 
 typedef struct {
     PyObject *banned;   /* tuple of str, validated by sp_check_tree */
@@ -58,7 +62,7 @@ check_init(void)
 {
     PyObject *mod = NULL;
     int rc = -1;
-    if (check_ready) {
+    if (sp_state.check.ready) {
         return 0;
     }
     for (int i = 0; i < S_COUNT; i++) {
@@ -91,7 +95,7 @@ check_init(void)
         }
         check_types[i] = (PyTypeObject *)cls;
     }
-    check_ready = 1;
+    sp_state.check.ready = 1;
     rc = 0;
 done:
     Py_XDECREF(mod);

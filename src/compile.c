@@ -11,6 +11,7 @@
  * State is process-wide and written once, GIL held.
  */
 #include "compile.h"
+#include "state.h"
 
 #include "check.h"
 
@@ -18,22 +19,13 @@
 
 #define COMPILE_RESULT "__safepyrun_result__"
 
-/* Process-wide, owned, never freed (cells of any module object use them). */
-static struct {
-    PyObject *compile;     /* builtins.compile */
-    PyObject *ast_expr;    /* _ast.Expr */
-    PyObject *ast_assign;  /* _ast.Assign */
-    PyObject *ast_name;    /* _ast.Name */
-    PyObject *ast_store;   /* an _ast.Store() instance */
-    PyObject *linecache;   /* the linecache module (first srcfn), or NULL */
-    PyObject *result_name; /* interned COMPILE_RESULT */
-    unsigned long srcfn_counter;
-} compile_global;
+/* This file's part of the engine state (state.h). */
+static struct sp_compile_state *const compile_global = &sp_state.compile;
 
 PyObject *
 sp_compile_result_name(void)
 {
-    return compile_global.result_name;
+    return compile_global->result_name;
 }
 
 PyObject *
@@ -45,8 +37,8 @@ sp_compile_srcfn(PyObject *src)
                      SP_TYPE_NAME(src));
         return NULL;
     }
-    name = PyUnicode_FromFormat("<pyrun_%lu>", compile_global.srcfn_counter % 10);
-    compile_global.srcfn_counter++;
+    name = PyUnicode_FromFormat("<pyrun_%lu>", compile_global->srcfn_counter % 10);
+    compile_global->srcfn_counter++;
     if (name == NULL) {
         goto error;
     }
@@ -72,13 +64,13 @@ sp_compile_srcfn(PyObject *src)
                           name);
     /* Imported on first use: it is not cheap and `import safepyrun`
      * should be. */
-    if (compile_global.linecache == NULL) {
-        compile_global.linecache = PyImport_ImportModule("linecache");
-        if (compile_global.linecache == NULL) {
+    if (compile_global->linecache == NULL) {
+        compile_global->linecache = PyImport_ImportModule("linecache");
+        if (compile_global->linecache == NULL) {
             goto error;
         }
     }
-    cache = PyObject_GetAttrString(compile_global.linecache, "cache");
+    cache = PyObject_GetAttrString(compile_global->linecache, "cache");
     if (entry == NULL || cache == NULL) {
         goto error;
     }
@@ -145,7 +137,7 @@ compile_split_last(PyObject *tree)
     }
     Py_ssize_t last_i = PyList_GET_SIZE(body) - 1;
     PyObject *last = PyList_GET_ITEM(body, last_i); /* borrowed from body */
-    if (!Py_IS_TYPE(last, (PyTypeObject *)compile_global.ast_expr)) {
+    if (!Py_IS_TYPE(last, (PyTypeObject *)compile_global->ast_expr)) {
         rc = 0;
         goto done;
     }
@@ -153,9 +145,9 @@ compile_split_last(PyObject *tree)
     if (value == NULL) {
         goto done;
     }
-    name = PyObject_CallFunctionObjArgs(compile_global.ast_name,
-                                        compile_global.result_name,
-                                        compile_global.ast_store, NULL);
+    name = PyObject_CallFunctionObjArgs(compile_global->ast_name,
+                                        compile_global->result_name,
+                                        compile_global->ast_store, NULL);
     if (name == NULL || compile_copy_location(name, last) < 0) {
         goto done;
     }
@@ -169,7 +161,7 @@ compile_split_last(PyObject *tree)
     if (kw == NULL || empty == NULL) {
         goto done;
     }
-    assign = PyObject_Call(compile_global.ast_assign, empty, kw);
+    assign = PyObject_Call(compile_global->ast_assign, empty, kw);
     if (assign == NULL || compile_copy_location(assign, last) < 0) {
         goto done;
     }
@@ -225,7 +217,7 @@ sp_compile_cell(PyObject *source, PyObject *banned, int ban_defs, int checks,
     if (*has_result < 0) {
         goto done;
     }
-    code = PyObject_CallFunction(compile_global.compile, "OOsii", tree, filename,
+    code = PyObject_CallFunction(compile_global->compile, "OOsii", tree, filename,
                                  "exec", PyCF_ALLOW_TOP_LEVEL_AWAIT, 1);
     if (code != NULL && !PyCode_Check(code)) {
         PyErr_SetString(PyExc_SystemError, "compile() did not return code");
@@ -247,7 +239,7 @@ static PyMethodDef compile_functions[] = {
 int
 sp_compile_init(PyObject *module)
 {
-    if (compile_global.compile == NULL) {
+    if (compile_global->compile == NULL) {
         PyObject *builtins = NULL, *ast = NULL, *store_cls = NULL;
         int rc = -1;
         builtins = PyImport_ImportModule("builtins");
@@ -255,18 +247,18 @@ sp_compile_init(PyObject *module)
         if (builtins == NULL || ast == NULL) {
             goto done;
         }
-        compile_global.compile = PyObject_GetAttrString(builtins, "compile");
-        compile_global.ast_expr = PyObject_GetAttrString(ast, "Expr");
-        compile_global.ast_assign = PyObject_GetAttrString(ast, "Assign");
-        compile_global.ast_name = PyObject_GetAttrString(ast, "Name");
+        compile_global->compile = PyObject_GetAttrString(builtins, "compile");
+        compile_global->ast_expr = PyObject_GetAttrString(ast, "Expr");
+        compile_global->ast_assign = PyObject_GetAttrString(ast, "Assign");
+        compile_global->ast_name = PyObject_GetAttrString(ast, "Name");
         store_cls = PyObject_GetAttrString(ast, "Store");
         if (store_cls != NULL) {
-            compile_global.ast_store = PyObject_CallNoArgs(store_cls);
+            compile_global->ast_store = PyObject_CallNoArgs(store_cls);
         }
-        compile_global.result_name = PyUnicode_InternFromString(COMPILE_RESULT);
-        if (compile_global.compile == NULL || compile_global.ast_expr == NULL ||
-            compile_global.ast_assign == NULL || compile_global.ast_name == NULL ||
-            compile_global.ast_store == NULL || compile_global.result_name == NULL) {
+        compile_global->result_name = PyUnicode_InternFromString(COMPILE_RESULT);
+        if (compile_global->compile == NULL || compile_global->ast_expr == NULL ||
+            compile_global->ast_assign == NULL || compile_global->ast_name == NULL ||
+            compile_global->ast_store == NULL || compile_global->result_name == NULL) {
             goto done;
         }
         rc = 0;

@@ -13,15 +13,13 @@
  * read is per-thread-context by construction, so no locking is needed.
  */
 #include "common.h"
+#include "state.h"
 #include "context.h"
 
 #include <stddef.h>
 
-/* Process-wide; written once by sp_context_init, read by the hook. */
-static struct {
-    PyTypeObject *run_type; /* owned: the SpRun heap type */
-    PyObject *run_var;      /* owned: ContextVar holding the current SpRun */
-} context_global;
+/* This file's part of the engine state (state.h). */
+static struct sp_context_state *const context_global = &sp_state.context;
 
 /* A cell that keeps retrying a refused operation should not grow memory. */
 #define CONTEXT_MAX_DENIALS 32
@@ -90,7 +88,7 @@ static PyType_Spec run_spec = {
 int
 sp_context_init(PyObject *module)
 {
-    if (context_global.run_type == NULL) {
+    if (context_global->run_type == NULL) {
         PyObject *tp = PyType_FromModuleAndSpec(module, &run_spec, NULL);
         if (tp == NULL) {
             return -1;
@@ -100,24 +98,24 @@ sp_context_init(PyObject *module)
             Py_DECREF(tp);
             return -1;
         }
-        context_global.run_type = (PyTypeObject *)tp;
-        context_global.run_var = var;
+        context_global->run_type = (PyTypeObject *)tp;
+        context_global->run_var = var;
     }
     return PyModule_AddObjectRef(module, "Run",
-                                 (PyObject *)context_global.run_type);
+                                 (PyObject *)context_global->run_type);
 }
 
 PyObject *
 sp_context_var(void)
 {
-    return context_global.run_var;
+    return context_global->run_var;
 }
 
 SpRun *
 sp_context_new_run(PyObject *ok_dests, PyObject *data, PyObject *pre_deny,
                    int yolo)
 {
-    PyTypeObject *tp = context_global.run_type;
+    PyTypeObject *tp = context_global->run_type;
     SpRun *run = PyObject_GC_New(SpRun, tp);
     if (run == NULL) {
         return NULL;
@@ -142,16 +140,16 @@ sp_context_current(SpRun **run)
 {
     PyObject *value = NULL;
     *run = NULL;
-    if (context_global.run_var == NULL) {
+    if (context_global->run_var == NULL) {
         return 0;
     }
-    if (PyContextVar_Get(context_global.run_var, NULL, &value) < 0) {
+    if (PyContextVar_Get(context_global->run_var, NULL, &value) < 0) {
         return -1;
     }
     if (value == NULL) {
         return 0;
     }
-    if (!Py_IS_TYPE(value, context_global.run_type) ||
+    if (!Py_IS_TYPE(value, context_global->run_type) ||
         ((SpRun *)value)->yolo) {
         Py_DECREF(value);
         return 0;
@@ -163,7 +161,7 @@ sp_context_current(SpRun **run)
 PyObject *
 sp_context_enter(SpRun *run)
 {
-    return PyContextVar_Set(context_global.run_var, (PyObject *)run);
+    return PyContextVar_Set(context_global->run_var, (PyObject *)run);
 }
 
 int
@@ -186,7 +184,7 @@ sp_context_leave_var(PyObject *var, PyObject *token)
 int
 sp_context_leave(PyObject *token)
 {
-    return sp_context_leave_var(context_global.run_var, token);
+    return sp_context_leave_var(context_global->run_var, token);
 }
 
 int
@@ -218,7 +216,7 @@ sp_context_is_denial(SpRun *run, PyObject *exc)
 PyObject *
 sp_context_call_outside(PyObject *fn, PyObject *arg)
 {
-    PyObject *token = PyContextVar_Set(context_global.run_var, Py_None);
+    PyObject *token = PyContextVar_Set(context_global->run_var, Py_None);
     if (token == NULL) {
         return NULL;
     }

@@ -22,6 +22,7 @@
 #include "registry.h"
 #include "rules.h"
 #include "runner.h"
+#include "state.h"
 #include "trust.h"
 
 #include <string.h>
@@ -209,6 +210,9 @@ done:
     Py_DECREF(dests);
     return res;
 }
+
+/* The engine's state: every part's, in one struct (state.h). */
+SpState sp_state;
 
 static PyMethodDef engine_methods[] = {
     {"chk_dest", (PyCFunction)(void (*)(void))engine_chk_dest, METH_FASTCALL,

@@ -31,6 +31,7 @@
  * hook is); the barrier is per thread.
  */
 #include "gate.h"
+#include "state.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -41,21 +42,8 @@
 /* Nesting of code objects followed when registering. */
 #define GATE_MAX_NESTING 100
 
-typedef struct {
-    PyObject *code; /* compared only (kept weakly by wr); NULL or GATE_TOMB */
-    PyObject *wr;   /* owned: weakref to code, callback removes the entry */
-    SpRun *run;     /* owned: the policy the code stays gated under */
-} gate_slot;
-
-/* Process-wide; written with the GIL held by registration and by the
- * weak-reference callback. */
-static struct {
-    gate_slot *slots;  /* owned (PyMem): `size` slots, or NULL */
-    size_t size;       /* a power of two, or 0 */
-    size_t live;       /* entries holding a code object */
-    size_t filled;     /* live + tombstones */
-    PyObject *import_exec_code; /* owned: _call_with_frames_removed code */
-} gate;
+/* This file's part of the engine state (state.h). */
+static struct sp_gate_state *const gate = &sp_state.gate;
 
 /* Per thread: the innermost frame when sp_gate_call_as_host began; walks
  * stop there.  Compared only. */
@@ -80,15 +68,15 @@ gate_hash(const void *p)
 }
 
 /* The slot holding `code`, or NULL. */
-static gate_slot *
+static sp_gate_slot *
 gate_find(const void *code)
 {
-    if (gate.live == 0) {
+    if (gate->live == 0) {
         return NULL;
     }
-    size_t mask = gate.size - 1;
+    size_t mask = gate->size - 1;
     for (size_t i = gate_hash(code) & mask;; i = (i + 1) & mask) {
-        gate_slot *s = &gate.slots[i];
+        sp_gate_slot *s = &gate->slots[i];
         if (s->code == code) {
             return s;
         }
@@ -102,20 +90,20 @@ gate_find(const void *code)
 static int
 gate_reserve(void)
 {
-    if (gate.size != 0 && (gate.filled + 1) * 4 <= gate.size * 3) {
+    if (gate->size != 0 && (gate->filled + 1) * 4 <= gate->size * 3) {
         return 0;
     }
     size_t size = GATE_MIN_SLOTS;
-    while (size * 3 <= (gate.live + 1) * 8) {
+    while (size * 3 <= (gate->live + 1) * 8) {
         size *= 2; /* at most 3/8 full after the rehash */
     }
-    gate_slot *slots = PyMem_Calloc(size, sizeof(gate_slot));
+    sp_gate_slot *slots = PyMem_Calloc(size, sizeof(sp_gate_slot));
     if (slots == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    for (size_t i = 0; i < gate.size; i++) {
-        gate_slot *old = &gate.slots[i];
+    for (size_t i = 0; i < gate->size; i++) {
+        sp_gate_slot *old = &gate->slots[i];
         if (old->code == NULL || old->code == GATE_TOMB) {
             continue;
         }
@@ -125,10 +113,10 @@ gate_reserve(void)
         }
         slots[j] = *old;
     }
-    PyMem_Free(gate.slots);
-    gate.slots = slots;
-    gate.size = size;
-    gate.filled = gate.live;
+    PyMem_Free(gate->slots);
+    gate->slots = slots;
+    gate->size = size;
+    gate->filled = gate->live;
     return 0;
 }
 
@@ -144,17 +132,17 @@ gate_code_gone(PyObject *key, PyObject *unused)
     if (code == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    gate_slot *s = gate_find(code);
+    sp_gate_slot *s = gate_find(code);
     if (s == NULL || !sp_weakref_dead(s->wr)) {
         Py_RETURN_NONE;
     }
     /* Unlink first: releasing the references may run arbitrary code. */
     PyObject *wr = s->wr;
-    SpRun *run = s->run;
+    PyObject *run = s->run;
     s->code = GATE_TOMB;
     s->wr = NULL;
     s->run = NULL;
-    gate.live--;
+    gate->live--;
     Py_DECREF(wr);
     Py_DECREF(run);
     Py_RETURN_NONE;
@@ -175,19 +163,19 @@ gate_add(PyObject *code, SpRun *twin)
     if (wr == NULL || gate_reserve() < 0) {
         goto done;
     }
-    size_t mask = gate.size - 1;
+    size_t mask = gate->size - 1;
     size_t i = gate_hash(code) & mask;
-    while (gate.slots[i].code != NULL && gate.slots[i].code != GATE_TOMB) {
+    while (gate->slots[i].code != NULL && gate->slots[i].code != GATE_TOMB) {
         i = (i + 1) & mask;
     }
-    if (gate.slots[i].code == NULL) {
-        gate.filled++;
+    if (gate->slots[i].code == NULL) {
+        gate->filled++;
     }
-    gate.slots[i].code = code;
-    gate.slots[i].wr = wr; /* reference moves into the slot */
-    gate.slots[i].run = (SpRun *)Py_NewRef(twin);
+    gate->slots[i].code = code;
+    gate->slots[i].wr = wr; /* reference moves into the slot */
+    gate->slots[i].run = Py_NewRef((PyObject *)twin);
     wr = NULL;
-    gate.live++;
+    gate->live++;
     rc = 0;
 done:
     Py_XDECREF(key);
@@ -288,13 +276,13 @@ sp_walk_stop(sp_walk *w)
 static int
 gate_run_of_frames(SpRun **run)
 {
-    if (gate.live == 0) {
+    if (gate->live == 0) {
         return 0;
     }
     sp_walk w;
     sp_walk_start(&w);
     while (sp_walk_next(&w) != NULL) {
-        gate_slot *s = gate_find(w.code);
+        sp_gate_slot *s = gate_find(w.code);
         if (s != NULL) {
             *run = (SpRun *)Py_NewRef(s->run);
             break;
@@ -337,11 +325,11 @@ int
 sp_gate_exec_is_import(void)
 {
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
-    if (frame == NULL || gate.import_exec_code == NULL) {
+    if (frame == NULL || gate->import_exec_code == NULL) {
         return 0;
     }
     PyCodeObject *code = PyFrame_GetCode(frame);
-    int is_import = (PyObject *)code == gate.import_exec_code;
+    int is_import = (PyObject *)code == gate->import_exec_code;
     Py_DECREF(code);
     return is_import;
 }
@@ -360,7 +348,7 @@ int
 sp_gate_init(PyObject *module)
 {
     (void)module;
-    if (gate.import_exec_code != NULL) {
+    if (gate->import_exec_code != NULL) {
         return 0;
     }
     /* The import system runs a module's code through this helper of the
@@ -379,7 +367,7 @@ sp_gate_init(PyObject *module)
         return 0;
     }
     if (PyFunction_Check(fn)) {
-        gate.import_exec_code = Py_NewRef(PyFunction_GET_CODE(fn));
+        gate->import_exec_code = Py_NewRef(PyFunction_GET_CODE(fn));
     }
     Py_DECREF(fn);
     return 0;

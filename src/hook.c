@@ -22,6 +22,7 @@
  * the event.  Nothing here keeps per-call state outside the stack.
  */
 #include "hook.h"
+#include "state.h"
 
 #include "context.h"
 #include "gate.h"
@@ -34,21 +35,8 @@
 #include <limits.h>
 #include <string.h>
 
-/* Process-wide, written with the GIL held: `installed` and `start_thread`
- * by sp_hook_init on the first import; `to_thread_code` by
- * sp_hook_note_asyncio before the first cell runs.  All owned, never
- * released (the hook that reads them lives as long as the process). */
-static struct {
-    int installed;
-    PyObject *package_name;      /* owned: the string "safepyrun" */
-    PyObject *to_thread_code;    /* owned: asyncio.to_thread.__code__ */
-    PyObject *submit;            /* owned: the real ThreadPoolExecutor.submit */
-    PyObject *guarded_types;     /* owned: tuple of classes whose attributes
-                                    a cell may not change (guards live there) */
-#if SP_NEED_THREAD_GUARD
-    PyObject *start_thread;      /* owned: the real _thread.start_new_thread */
-#endif
-} hook_global;
+/* This file's part of the engine state (state.h). */
+static struct sp_hook_state *const hook_global = &sp_state.hook;
 
 /* Longest repr shown for an offending argument. */
 #define HOOK_MAX_SHOWN 200
@@ -529,9 +517,9 @@ hook_setattr_tampers(PyObject *args)
         PyUnicode_CompareWithASCIIString(name, "__code__") == 0) {
         return 1;
     }
-    if (PyType_Check(obj) && hook_global.guarded_types != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hook_global.guarded_types); i++) {
-            if (PyTuple_GET_ITEM(hook_global.guarded_types, i) == obj) {
+    if (PyType_Check(obj) && hook_global->guarded_types != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hook_global->guarded_types); i++) {
+            if (PyTuple_GET_ITEM(hook_global->guarded_types, i) == obj) {
                 return 1;
             }
         }
@@ -544,7 +532,7 @@ hook_setattr_tampers(PyObject *args)
         }
         Py_XDECREF(dict);
         int ours = mod != NULL && PyUnicode_Check(mod) &&
-            PyUnicode_Tailmatch(mod, hook_global.package_name, 0, 9, -1) == 1;
+            PyUnicode_Tailmatch(mod, hook_global->package_name, 0, 9, -1) == 1;
         Py_XDECREF(mod);
         if (ours) {
             return 1;
@@ -559,14 +547,14 @@ hook_setattr_tampers(PyObject *args)
 static int
 hook_in_to_thread(void)
 {
-    if (hook_global.to_thread_code == NULL) {
+    if (hook_global->to_thread_code == NULL) {
         return 0;
     }
     int found = 0;
     sp_walk w;
     sp_walk_start(&w);
     while (!found && sp_walk_next(&w) != NULL) {
-        found = (PyObject *)w.code == hook_global.to_thread_code;
+        found = (PyObject *)w.code == hook_global->to_thread_code;
     }
     sp_walk_stop(&w);
     return PyErr_Occurred() ? -1 : found;
@@ -685,7 +673,7 @@ hook_guarded_start_thread(PyObject *module, PyObject *args)
     if (PySys_Audit("_thread.start_new_thread", "O", args) < 0) {
         return NULL;
     }
-    return PyObject_Call(hook_global.start_thread, args, NULL);
+    return PyObject_Call(hook_global->start_thread, args, NULL);
 }
 
 static PyMethodDef hook_start_thread_def = {
@@ -705,9 +693,9 @@ hook_thread_guard_install(PyObject *module)
     if (thread_mod == NULL) {
         goto done;
     }
-    hook_global.start_thread =
+    hook_global->start_thread =
         PyObject_GetAttrString(thread_mod, "start_new_thread");
-    if (hook_global.start_thread == NULL) {
+    if (hook_global->start_thread == NULL) {
         goto done;
     }
     guard = PyCFunction_NewEx(&hook_start_thread_def, module, NULL);
@@ -755,7 +743,7 @@ hook_guarded_submit(PyObject *unused, PyObject *const *args, size_t nargsf,
         return NULL;
     }
     if (active == 0) {
-        return PyObject_Vectorcall(hook_global.submit, args, nargs, kwnames);
+        return PyObject_Vectorcall(hook_global->submit, args, nargs, kwnames);
     }
     Py_DECREF(run);
     PyObject *ctx = PyContext_CopyCurrent();
@@ -776,7 +764,7 @@ hook_guarded_submit(PyObject *unused, PyObject *const *args, size_t nargsf,
     for (Py_ssize_t i = 1; i < nargs + nkw; i++) {
         stack[i + 1] = args[i];
     }
-    PyObject *res = PyObject_Vectorcall(hook_global.submit, stack, nargs + 1,
+    PyObject *res = PyObject_Vectorcall(hook_global->submit, stack, nargs + 1,
                                         kwnames);
     PyMem_Free(stack);
     Py_DECREF(ctx_run);
@@ -800,15 +788,15 @@ hook_guard_executor(void)
     if (tpe == NULL || !PyType_Check(tpe)) {
         goto done;
     }
-    hook_global.submit = PyObject_GetAttrString(tpe, "submit");
-    fn = hook_global.submit == NULL ? NULL
+    hook_global->submit = PyObject_GetAttrString(tpe, "submit");
+    fn = hook_global->submit == NULL ? NULL
                                     : PyCFunction_NewEx(&hook_submit_def, NULL, NULL);
     method = fn == NULL ? NULL : PyInstanceMethod_New(fn);
     if (method == NULL || PyObject_SetAttrString(tpe, "submit", method) < 0) {
         goto done;
     }
-    hook_global.guarded_types = PyTuple_Pack(1, tpe);
-    rc = hook_global.guarded_types == NULL ? -1 : 0;
+    hook_global->guarded_types = PyTuple_Pack(1, tpe);
+    rc = hook_global->guarded_types == NULL ? -1 : 0;
 done:
     Py_XDECREF(mod);
     Py_XDECREF(tpe);
@@ -820,10 +808,10 @@ done:
 int
 sp_hook_note_asyncio(void)
 {
-    if (hook_global.to_thread_code != NULL) {
+    if (hook_global->to_thread_code != NULL) {
         return 0;
     }
-    if (hook_global.submit == NULL && hook_guard_executor() < 0) {
+    if (hook_global->submit == NULL && hook_guard_executor() < 0) {
         return -1;
     }
     PyObject *mod = PyImport_ImportModule("asyncio.threads");
@@ -836,7 +824,7 @@ sp_hook_note_asyncio(void)
         return -1;
     }
     if (PyFunction_Check(fn)) {
-        hook_global.to_thread_code = Py_NewRef(PyFunction_GetCode(fn));
+        hook_global->to_thread_code = Py_NewRef(PyFunction_GetCode(fn));
     }
     Py_DECREF(fn);
     return 0;
@@ -845,11 +833,11 @@ sp_hook_note_asyncio(void)
 int
 sp_hook_init(PyObject *module)
 {
-    if (hook_global.installed) {
+    if (hook_global->installed) {
         return 0;
     }
-    hook_global.package_name = PyUnicode_InternFromString("safepyrun");
-    if (hook_global.package_name == NULL) {
+    hook_global->package_name = PyUnicode_InternFromString("safepyrun");
+    if (hook_global->package_name == NULL) {
         return -1;
     }
 #if SP_NEED_THREAD_GUARD
@@ -862,6 +850,6 @@ sp_hook_init(PyObject *module)
     if (PySys_AddAuditHook(hook_audit, NULL) < 0) {
         return -1;
     }
-    hook_global.installed = 1;
+    hook_global->installed = 1;
     return 0;
 }

@@ -16,6 +16,7 @@
  * sp_monitor_sync (registry version, synced codes).
  */
 #include "monitor.h"
+#include "state.h"
 
 #include "registry.h"
 #include "trust.h"
@@ -24,17 +25,8 @@
 #define MONITOR_PY_START 1
 #define MONITOR_CALL (1 << 4)
 
-static struct {
-    unsigned long synced_version;
-    PyObject *gated;    /* owned: {id(code): code} as last synced */
-    int tool_id;        /* 3.12+: our sys.monitoring tool, or -1 */
-    PyObject *disable;  /* owned: sys.monitoring.DISABLE (3.12+) */
-    /* 3.12+, owned: sys.monitoring's functions, captured when the module
-     * is first imported, before any cell could replace them. */
-    PyObject *set_local_events;
-    PyObject *use_tool_id;
-    PyObject *register_callback;
-} monitor = {(unsigned long)-1, NULL, -1, NULL, NULL, NULL, NULL};
+/* This file's part of the engine state (state.h). */
+static struct sp_monitor_state *const monitor = &sp_state.monitor;
 
 /* The last call of a trusted native made by cell code, per thread (a
  * native may release the GIL): the callable and the calling frame, both
@@ -130,7 +122,7 @@ monitor_cell_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (monitor_native_called(args[2], frame)) {
         Py_RETURN_NONE;
     }
-    return Py_NewRef(monitor.disable);
+    return Py_NewRef(monitor->disable);
 }
 
 static PyMethodDef monitor_cell_call_def = {
@@ -142,8 +134,8 @@ static int
 monitor_claim_tool(void)
 {
     static const int candidates[] = {4, 3};
-    for (int i = 0; i < 2 && monitor.tool_id < 0; i++) {
-        PyObject *r = PyObject_CallFunction(monitor.use_tool_id, "is",
+    for (int i = 0; i < 2 && monitor->tool_id < 0; i++) {
+        PyObject *r = PyObject_CallFunction(monitor->use_tool_id, "is",
                                             candidates[i], "safepyrun");
         if (r == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
@@ -153,9 +145,9 @@ monitor_claim_tool(void)
             continue;
         }
         Py_DECREF(r);
-        monitor.tool_id = candidates[i];
+        monitor->tool_id = candidates[i];
     }
-    if (monitor.tool_id < 0) {
+    if (monitor->tool_id < 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "safepyrun: no free sys.monitoring tool id (3 and 4 "
                         "are taken); the call gate cannot run");
@@ -173,8 +165,8 @@ monitor_claim_tool(void)
         if (cb == NULL) {
             return -1;
         }
-        PyObject *r = PyObject_CallFunction(monitor.register_callback, "iiO",
-                                            monitor.tool_id, callbacks[i].event, cb);
+        PyObject *r = PyObject_CallFunction(monitor->register_callback, "iiO",
+                                            monitor->tool_id, callbacks[i].event, cb);
         Py_DECREF(cb);
         if (r == NULL) {
             return -1;
@@ -188,15 +180,15 @@ monitor_claim_tool(void)
 static int
 monitor_ready(void)
 {
-    return monitor.tool_id >= 0 ? 0 : monitor_claim_tool();
+    return monitor->tool_id >= 0 ? 0 : monitor_claim_tool();
 }
 
 /* set_local_events(our tool, code, events) through the captured function. */
 static int
 monitor_set_local_events(PyObject *code, int events)
 {
-    PyObject *r = PyObject_CallFunction(monitor.set_local_events, "iOi",
-                                        monitor.tool_id, code, events);
+    PyObject *r = PyObject_CallFunction(monitor->set_local_events, "iOi",
+                                        monitor->tool_id, code, events);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
 }
@@ -208,9 +200,9 @@ monitor_watch_one(PyObject *code, int depth)
         return 0;
     }
     int events = MONITOR_CALL;
-    if (monitor.gated != NULL) {
+    if (monitor->gated != NULL) {
         PyObject *id = PyLong_FromVoidPtr(code);
-        int gated = id == NULL ? -1 : PyDict_Contains(monitor.gated, id);
+        int gated = id == NULL ? -1 : PyDict_Contains(monitor->gated, id);
         Py_XDECREF(id);
         if (gated < 0) {
             return -1;
@@ -245,13 +237,13 @@ sp_monitor_watch_cell(PyObject *code)
 int
 sp_monitor_sync(void)
 {
-    if (monitor.synced_version == sp_registry_version()) {
+    if (monitor->synced_version == sp_registry_version()) {
         return 0;
     }
     PyObject *gated = sp_registry_gated_codes(); /* borrowed */
     if (PyDict_GET_SIZE(gated) == 0 &&
-        (monitor.gated == NULL || PyDict_GET_SIZE(monitor.gated) == 0)) {
-        monitor.synced_version = sp_registry_version();
+        (monitor->gated == NULL || PyDict_GET_SIZE(monitor->gated) == 0)) {
+        monitor->synced_version = sp_registry_version();
         return 0;
     }
     if (monitor_ready() < 0) {
@@ -260,7 +252,7 @@ sp_monitor_sync(void)
     PyObject *key, *code;
     Py_ssize_t pos = 0;
     /* Off for codes no longer gated, on for the gated ones. */
-    while (monitor.gated != NULL && PyDict_Next(monitor.gated, &pos, &key, &code)) {
+    while (monitor->gated != NULL && PyDict_Next(monitor->gated, &pos, &key, &code)) {
         if (PyDict_Contains(gated, key) == 1) {
             continue;
         }
@@ -274,11 +266,11 @@ sp_monitor_sync(void)
             return -1;
         }
     }
-    Py_XSETREF(monitor.gated, PyDict_Copy(gated));
-    if (monitor.gated == NULL) {
+    Py_XSETREF(monitor->gated, PyDict_Copy(gated));
+    if (monitor->gated == NULL) {
         return -1;
     }
-    monitor.synced_version = sp_registry_version();
+    monitor->synced_version = sp_registry_version();
     return 0;
 }
 
@@ -302,20 +294,18 @@ static int
 monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg);
 
 /* The host's profile function while ours runs (chained). */
-static Py_tracefunc monitor_chained_func;
-static PyObject *monitor_chained_obj; /* borrowed from the saved state */
 
 int
 sp_monitor_sync(void)
 {
-    if (monitor.synced_version == sp_registry_version()) {
+    if (monitor->synced_version == sp_registry_version()) {
         return 0;
     }
-    Py_XSETREF(monitor.gated, PyDict_Copy(sp_registry_gated_codes()));
-    if (monitor.gated == NULL) {
+    Py_XSETREF(monitor->gated, PyDict_Copy(sp_registry_gated_codes()));
+    if (monitor->gated == NULL) {
         return -1;
     }
-    monitor.synced_version = sp_registry_version();
+    monitor->synced_version = sp_registry_version();
     return 0;
 }
 
@@ -332,11 +322,11 @@ monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     if (what == PyTrace_C_CALL) {
         (void)monitor_native_called(arg, frame);
     }
-    else if (what == PyTrace_CALL && monitor.gated != NULL &&
-             PyDict_GET_SIZE(monitor.gated) > 0) {
+    else if (what == PyTrace_CALL && monitor->gated != NULL &&
+             PyDict_GET_SIZE(monitor->gated) > 0) {
         PyCodeObject *code = PyFrame_GetCode(frame);
         PyObject *id = PyLong_FromVoidPtr(code);
-        int gated = id == NULL ? -1 : PyDict_Contains(monitor.gated, id);
+        int gated = id == NULL ? -1 : PyDict_Contains(monitor->gated, id);
         Py_XDECREF(id);
         int rc = gated > 0 ? sp_trust_gate_call(frame, (PyObject *)code) : gated;
         Py_DECREF(code);
@@ -345,8 +335,8 @@ monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
         }
     }
     (void)obj;
-    if (monitor_chained_func != NULL) {
-        return monitor_chained_func(monitor_chained_obj, frame, what, arg);
+    if (monitor->chained_func != NULL) {
+        return monitor->chained_func(monitor->chained_obj, frame, what, arg);
     }
     return 0;
 }
@@ -364,8 +354,8 @@ sp_monitor_enter(sp_monitor_saved *saved, int wanted)
     }
     saved->func = ts->c_profilefunc;
     saved->obj = Py_XNewRef(ts->c_profileobj);
-    monitor_chained_func = saved->func;
-    monitor_chained_obj = saved->obj;
+    monitor->chained_func = saved->func;
+    monitor->chained_obj = saved->obj;
     PyEval_SetProfile(monitor_profile, NULL);
     if (PyErr_Occurred()) {
         Py_CLEAR(saved->obj);
@@ -387,8 +377,8 @@ sp_monitor_leave(sp_monitor_saved *saved)
         PyErr_WriteUnraisable(NULL);
     }
     sp_err_set_raised(exc);
-    monitor_chained_func = NULL;
-    monitor_chained_obj = NULL;
+    monitor->chained_func = NULL;
+    monitor->chained_obj = NULL;
     Py_CLEAR(saved->obj);
     saved->active = 0;
 }
@@ -399,25 +389,28 @@ int
 sp_monitor_init(PyObject *module)
 {
     (void)module;
-#if PY_VERSION_HEX >= 0x030C0000
-    if (monitor.set_local_events != NULL) {
+    if (monitor->ready) {
         return 0;
     }
+    monitor->synced_version = (unsigned long)-1; /* never synced */
+    monitor->tool_id = -1;
+#if PY_VERSION_HEX >= 0x030C0000
     PyObject *sys = PyImport_ImportModule("sys");
     PyObject *mon = sys == NULL ? NULL : PyObject_GetAttrString(sys, "monitoring");
     Py_XDECREF(sys);
     if (mon == NULL) {
         return -1;
     }
-    monitor.set_local_events = PyObject_GetAttrString(mon, "set_local_events");
-    monitor.use_tool_id = PyObject_GetAttrString(mon, "use_tool_id");
-    monitor.register_callback = PyObject_GetAttrString(mon, "register_callback");
-    monitor.disable = PyObject_GetAttrString(mon, "DISABLE");
+    monitor->set_local_events = PyObject_GetAttrString(mon, "set_local_events");
+    monitor->use_tool_id = PyObject_GetAttrString(mon, "use_tool_id");
+    monitor->register_callback = PyObject_GetAttrString(mon, "register_callback");
+    monitor->disable = PyObject_GetAttrString(mon, "DISABLE");
     Py_DECREF(mon);
-    if (monitor.set_local_events == NULL || monitor.use_tool_id == NULL ||
-        monitor.register_callback == NULL || monitor.disable == NULL) {
+    if (monitor->set_local_events == NULL || monitor->use_tool_id == NULL ||
+        monitor->register_callback == NULL || monitor->disable == NULL) {
         return -1;
     }
 #endif
+    monitor->ready = 1;
     return 0;
 }

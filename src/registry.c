@@ -17,24 +17,14 @@
  * the calling context, so sandboxed code cannot widen trust.
  */
 #include "registry.h"
+#include "state.h"
 
 #include "gate.h"
 
 #include "context.h"
 
-/* Process-wide, owned, written only by registry_rebuild (GIL held). */
-static struct {
-    PyObject *entries;  /* list of (owner, name, policy) */
-    PyObject *imports;  /* list of module names trusted while importing */
-    PyObject *codes;    /* {id(code): (code, (grant, ...))} */
-    PyObject *natives;  /* {id(callable): (callable, (grant, ...))} */
-    PyObject *modules;  /* {id(module dict): module dict} */
-    PyObject *prefixes; /* tuple of str: 'pkg' for an entry 'pkg.*' */
-    PyObject *gated;    /* {id(code): code} for codes with policies */
-    PyObject *name_key; /* interned "__name__" */
-    PyObject *locals_marker; /* interned "<locals>" */
-    unsigned long version;
-} registry;
+/* This file's part of the engine state (state.h). */
+static struct sp_registry_state *const registry = &sp_state.registry;
 
 /* Refuse a change from sandboxed code.  0 ok, -1 PermissionError. */
 static int
@@ -112,7 +102,7 @@ registry_function_is_method(PyObject *fn)
     if (dot < 0) {
         return 0;
     }
-    return PyUnicode_Tailmatch(qualname, registry.locals_marker, 0, dot, 1) != 1;
+    return PyUnicode_Tailmatch(qualname, registry->locals_marker, 0, dot, 1) != 1;
 }
 
 static int
@@ -141,12 +131,12 @@ registry_index_value(PyObject *value, PyObject *owner, PyObject *name,
             goto done;
         }
         PyObject *code = PyFunction_GET_CODE(value);
-        if (registry_index_add(registry.codes, code, grant) < 0) {
+        if (registry_index_add(registry->codes, code, grant) < 0) {
             goto done;
         }
         if (policy != Py_None && name != Py_None) {
             PyObject *id = PyLong_FromVoidPtr(code);
-            if (id == NULL || PyDict_SetItem(registry.gated, id, code) < 0) {
+            if (id == NULL || PyDict_SetItem(registry->gated, id, code) < 0) {
                 Py_XDECREF(id);
                 goto done;
             }
@@ -202,7 +192,7 @@ registry_index_value(PyObject *value, PyObject *owner, PyObject *name,
         grant = Py_BuildValue("(OOOOO)", owner, name, policy, instance,
                               Py_False);
         rc = grant == NULL ? -1
-                           : registry_index_add(registry.natives, value, grant);
+                           : registry_index_add(registry->natives, value, grant);
         goto done;
     }
     if (strict) {
@@ -281,7 +271,7 @@ registry_index_entry(PyObject *owner, PyObject *name, PyObject *policy)
         if (PyModule_Check(owner)) {
             PyObject *dict = PyModule_GetDict(owner); /* borrowed */
             PyObject *id = PyLong_FromVoidPtr(dict);
-            int rc = id == NULL ? -1 : PyDict_SetItem(registry.modules, id, dict);
+            int rc = id == NULL ? -1 : PyDict_SetItem(registry->modules, id, dict);
             Py_XDECREF(id);
             return rc;
         }
@@ -360,16 +350,16 @@ registry_index_entry(PyObject *owner, PyObject *name, PyObject *policy)
 static int
 registry_rebuild(PyObject *entries)
 {
-    PyObject *old_codes = registry.codes, *old_natives = registry.natives;
-    PyObject *old_modules = registry.modules, *old_gated = registry.gated;
+    PyObject *old_codes = registry->codes, *old_natives = registry->natives;
+    PyObject *old_modules = registry->modules, *old_gated = registry->gated;
     PyObject *prefixes = NULL;
-    registry.codes = PyDict_New();
-    registry.natives = PyDict_New();
-    registry.modules = PyDict_New();
-    registry.gated = PyDict_New();
+    registry->codes = PyDict_New();
+    registry->natives = PyDict_New();
+    registry->modules = PyDict_New();
+    registry->gated = PyDict_New();
     prefixes = PyList_New(0);
-    if (registry.codes == NULL || registry.natives == NULL ||
-        registry.modules == NULL || registry.gated == NULL || prefixes == NULL) {
+    if (registry->codes == NULL || registry->natives == NULL ||
+        registry->modules == NULL || registry->gated == NULL || prefixes == NULL) {
         goto error;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
@@ -389,12 +379,12 @@ registry_rebuild(PyObject *entries)
             Py_DECREF(base);
         }
     }
-    if (registry_index_freeze(registry.codes) < 0 ||
-        registry_index_freeze(registry.natives) < 0) {
+    if (registry_index_freeze(registry->codes) < 0 ||
+        registry_index_freeze(registry->natives) < 0) {
         goto error;
     }
-    Py_XSETREF(registry.prefixes, PyList_AsTuple(prefixes));
-    if (registry.prefixes == NULL) {
+    Py_XSETREF(registry->prefixes, PyList_AsTuple(prefixes));
+    if (registry->prefixes == NULL) {
         goto error;
     }
     Py_DECREF(prefixes);
@@ -402,16 +392,16 @@ registry_rebuild(PyObject *entries)
     Py_XDECREF(old_natives);
     Py_XDECREF(old_modules);
     Py_XDECREF(old_gated);
-    registry.version++;
+    registry->version++;
     return 0;
 error:
     Py_XDECREF(prefixes);
-    Py_XSETREF(registry.codes, old_codes);
-    Py_XSETREF(registry.natives, old_natives);
-    Py_XSETREF(registry.modules, old_modules);
-    Py_XSETREF(registry.gated, old_gated);
-    if (registry.prefixes == NULL) {
-        registry.prefixes = PyTuple_New(0);
+    Py_XSETREF(registry->codes, old_codes);
+    Py_XSETREF(registry->natives, old_natives);
+    Py_XSETREF(registry->modules, old_modules);
+    Py_XSETREF(registry->gated, old_gated);
+    if (registry->prefixes == NULL) {
+        registry->prefixes = PyTuple_New(0);
     }
     return -1;
 }
@@ -423,8 +413,8 @@ error:
 static Py_ssize_t
 registry_find(PyObject *owner, PyObject *name, PyObject *policy)
 {
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(registry.entries); i++) {
-        PyObject *e = PyList_GET_ITEM(registry.entries, i);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(registry->entries); i++) {
+        PyObject *e = PyList_GET_ITEM(registry->entries, i);
         PyObject *ename = PyTuple_GET_ITEM(e, 1);
         if (PyTuple_GET_ITEM(e, 0) != owner || PyTuple_GET_ITEM(e, 2) != policy) {
             continue;
@@ -454,7 +444,7 @@ sp_registry_add(PyObject *owner, PyObject *name, PyObject *policy)
     if (registry_find(owner, name, policy) >= 0) {
         return 0;
     }
-    PyObject *entries = PyList_GetSlice(registry.entries, 0, PY_SSIZE_T_MAX);
+    PyObject *entries = PyList_GetSlice(registry->entries, 0, PY_SSIZE_T_MAX);
     PyObject *entry = PyTuple_Pack(3, owner, name, policy);
     int rc = -1;
     if (entries == NULL || entry == NULL || PyList_Append(entries, entry) < 0) {
@@ -463,7 +453,7 @@ sp_registry_add(PyObject *owner, PyObject *name, PyObject *policy)
     if (registry_rebuild(entries) < 0) {
         goto done;
     }
-    Py_SETREF(registry.entries, entries);
+    Py_SETREF(registry->entries, entries);
     entries = NULL;
     rc = 0;
 done:
@@ -484,13 +474,13 @@ sp_registry_remove(PyObject *owner, PyObject *name, PyObject *policy)
                      policy);
         return -1;
     }
-    PyObject *entries = PyList_GetSlice(registry.entries, 0, PY_SSIZE_T_MAX);
+    PyObject *entries = PyList_GetSlice(registry->entries, 0, PY_SSIZE_T_MAX);
     if (entries == NULL || PySequence_DelItem(entries, i) < 0 ||
         registry_rebuild(entries) < 0) {
         Py_XDECREF(entries);
         return -1;
     }
-    Py_SETREF(registry.entries, entries);
+    Py_SETREF(registry->entries, entries);
     return 0;
 }
 
@@ -505,14 +495,14 @@ sp_registry_allow_import(PyObject *modname)
                      modname);
         return -1;
     }
-    int has = PySequence_Contains(registry.imports, modname);
+    int has = PySequence_Contains(registry->imports, modname);
     if (has != 0) {
         return has < 0 ? -1 : 0;
     }
-    if (PyList_Append(registry.imports, modname) < 0) {
+    if (PyList_Append(registry->imports, modname) < 0) {
         return -1;
     }
-    registry.version++;
+    registry->version++;
     return 0;
 }
 
@@ -543,13 +533,13 @@ registry_index_get(PyObject *index, PyObject *key)
 PyObject *
 sp_registry_code_grants(PyObject *code)
 {
-    return registry_index_get(registry.codes, code);
+    return registry_index_get(registry->codes, code);
 }
 
 PyObject *
 sp_registry_native_grants(PyObject *callable)
 {
-    PyObject *grants = registry_index_get(registry.natives, callable);
+    PyObject *grants = registry_index_get(registry->natives, callable);
     if (grants != NULL || !PyCFunction_Check(callable)) {
         return grants;
     }
@@ -574,7 +564,7 @@ sp_registry_native_grants(PyObject *callable)
             PyObject *grants =
                 Py_IS_TYPE(descr, &PyMethodDescr_Type) &&
                         ((PyMethodDescrObject *)descr)->d_method == def
-                    ? registry_index_get(registry.natives, descr)
+                    ? registry_index_get(registry->natives, descr)
                     : NULL;
             Py_DECREF(descr);
             return grants;
@@ -600,9 +590,9 @@ sp_registry_globals_trusted(PyObject *globals, int module_level)
     if (globals == NULL || !PyDict_Check(globals)) {
         return 0;
     }
-    if (PyDict_GET_SIZE(registry.modules) > 0) {
+    if (PyDict_GET_SIZE(registry->modules) > 0) {
         PyObject *id = PyLong_FromVoidPtr(globals);
-        int has = id == NULL ? -1 : PyDict_Contains(registry.modules, id);
+        int has = id == NULL ? -1 : PyDict_Contains(registry->modules, id);
         Py_XDECREF(id);
         if (has != 0) {
             if (has < 0) {
@@ -611,23 +601,23 @@ sp_registry_globals_trusted(PyObject *globals, int module_level)
             return has > 0;
         }
     }
-    Py_ssize_t np = PyTuple_GET_SIZE(registry.prefixes);
-    Py_ssize_t ni = module_level ? PyList_GET_SIZE(registry.imports) : 0;
+    Py_ssize_t np = PyTuple_GET_SIZE(registry->prefixes);
+    Py_ssize_t ni = module_level ? PyList_GET_SIZE(registry->imports) : 0;
     if (np == 0 && ni == 0) {
         return 0;
     }
-    PyObject *name = PyDict_GetItemWithError(globals, registry.name_key);
+    PyObject *name = PyDict_GetItemWithError(globals, registry->name_key);
     if (name == NULL || !PyUnicode_Check(name)) {
         PyErr_Clear();
         return 0;
     }
     for (Py_ssize_t i = 0; i < np; i++) {
-        if (registry_name_under(name, PyTuple_GET_ITEM(registry.prefixes, i))) {
+        if (registry_name_under(name, PyTuple_GET_ITEM(registry->prefixes, i))) {
             return 1;
         }
     }
     for (Py_ssize_t i = 0; i < ni; i++) {
-        if (registry_name_under(name, PyList_GET_ITEM(registry.imports, i))) {
+        if (registry_name_under(name, PyList_GET_ITEM(registry->imports, i))) {
             return 1;
         }
     }
@@ -645,19 +635,19 @@ sp_registry_native_trusted(PyObject *callable)
 int
 sp_registry_has_natives(void)
 {
-    return registry.natives != NULL && PyDict_GET_SIZE(registry.natives) > 0;
+    return registry->natives != NULL && PyDict_GET_SIZE(registry->natives) > 0;
 }
 
 PyObject *
 sp_registry_gated_codes(void)
 {
-    return registry.gated;
+    return registry->gated;
 }
 
 unsigned long
 sp_registry_version(void)
 {
-    return registry.version;
+    return registry->version;
 }
 
 /* ---- Python functions ------------------------------------------------- */
@@ -701,7 +691,7 @@ registry_py_entries(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return PyList_AsTuple(registry.entries);
+    return PyList_AsTuple(registry->entries);
 }
 
 static PyObject *
@@ -719,7 +709,7 @@ registry_py_imports(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return PyList_AsTuple(registry.imports);
+    return PyList_AsTuple(registry->imports);
 }
 
 static PyMethodDef registry_functions[] = {
@@ -743,14 +733,14 @@ static PyMethodDef registry_functions[] = {
 int
 sp_registry_init(PyObject *module)
 {
-    if (registry.entries == NULL) {
-        registry.entries = PyList_New(0);
-        registry.imports = PyList_New(0);
-        registry.name_key = PyUnicode_InternFromString("__name__");
-        registry.locals_marker = PyUnicode_InternFromString("<locals>");
-        if (registry.entries == NULL || registry.imports == NULL ||
-            registry.name_key == NULL || registry.locals_marker == NULL ||
-            registry_rebuild(registry.entries) < 0) {
+    if (registry->entries == NULL) {
+        registry->entries = PyList_New(0);
+        registry->imports = PyList_New(0);
+        registry->name_key = PyUnicode_InternFromString("__name__");
+        registry->locals_marker = PyUnicode_InternFromString("<locals>");
+        if (registry->entries == NULL || registry->imports == NULL ||
+            registry->name_key == NULL || registry->locals_marker == NULL ||
+            registry_rebuild(registry->entries) < 0) {
             return -1;
         }
     }

@@ -16,6 +16,7 @@
 #include "rules.h"
 
 #include "paths.h"
+#include "state.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -187,12 +188,12 @@ static const sp_rule rules_table[] = {
 
 #define RULES_COUNT (sizeof(rules_table) / sizeof(rules_table[0]))
 /* Power of two, at least twice the rule count: short probe chains. */
-#define RULES_SLOTS 512
+#define RULES_SLOTS SP_RULES_SLOTS
 
-/* slot -> index into rules_table + 1 (0 = empty).  Written once by
- * sp_rules_init under the GIL during the first import; read-only after. */
-static uint16_t rules_slots[RULES_SLOTS];
-static int rules_ready;
+/* slot -> index into rules_table + 1 (0 = empty), in the engine state.
+ * Written once by sp_rules_init under the GIL during the first import;
+ * read-only after. */
+static uint16_t *const rules_slots = sp_state.rules.slots;
 
 static inline uint32_t
 rules_hash(const char *s)
@@ -207,7 +208,7 @@ rules_hash(const char *s)
 int
 sp_rules_init(void)
 {
-    if (rules_ready) {
+    if (sp_state.rules.ready) {
         return 0;
     }
     _Static_assert(RULES_COUNT * 2 <= RULES_SLOTS, "grow RULES_SLOTS");
@@ -225,7 +226,7 @@ sp_rules_init(void)
         }
         rules_slots[slot] = (uint16_t)(i + 1);
     }
-    rules_ready = 1;
+    sp_state.rules.ready = 1;
     return 0;
 }
 

@@ -7,6 +7,7 @@
  * returns a Cell (cell.c) that does the work when awaited.
  */
 #include "common.h"
+#include "state.h"
 #include "runner.h"
 
 #include "cell.h"
@@ -18,11 +19,8 @@
 #include <stddef.h>
 #include <structmember.h>
 
-/* Process-wide, owned, never freed; written once by sp_runner_init. */
-static struct {
-    PyTypeObject *runner_type;
-    PyObject *default_banned;   /* tuple of the default banned imports */
-} runner_global;
+/* This file's part of the engine state (state.h). */
+static struct sp_runner_state *const runner_global = &sp_state.runner;
 
 typedef struct {
     PyObject_HEAD
@@ -106,7 +104,7 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         goto error;
     }
     if (banned == Py_None) {
-        self->banned = Py_NewRef(runner_global.default_banned);
+        self->banned = Py_NewRef(runner_global->default_banned);
     }
     else {
         if (PyUnicode_Check(banned) || PyBytes_Check(banned)) {
@@ -239,20 +237,20 @@ static PyType_Spec runner_spec = {
 int
 sp_runner_init(PyObject *module)
 {
-    if (runner_global.runner_type == NULL) {
-        runner_global.runner_type =
+    if (runner_global->runner_type == NULL) {
+        runner_global->runner_type =
             (PyTypeObject *)PyType_FromModuleAndSpec(module, &runner_spec, NULL);
-        runner_global.default_banned = Py_BuildValue(
+        runner_global->default_banned = Py_BuildValue(
             "(ssss)", "socket", "importlib", "ctypes", "safepyrun");
-        if (runner_global.runner_type == NULL ||
-            runner_global.default_banned == NULL) {
+        if (runner_global->runner_type == NULL ||
+            runner_global->default_banned == NULL) {
             return -1;
         }
     }
     if (PyModule_AddObjectRef(module, "Runner",
-                              (PyObject *)runner_global.runner_type) < 0 ||
+                              (PyObject *)runner_global->runner_type) < 0 ||
         PyModule_AddObjectRef(module, "DEFAULT_BAN_IMPORTS",
-                              runner_global.default_banned) < 0) {
+                              runner_global->default_banned) < 0) {
         return -1;
     }
     return 0;

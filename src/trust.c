@@ -23,6 +23,7 @@
  * objects, track_call, and in_run.  Threading: GIL held throughout.
  */
 #include "common.h"
+#include "state.h"
 #include "trust.h"
 
 #include "gate.h"
@@ -34,20 +35,8 @@
 #include <string.h>
 #include <structmember.h>
 
-/* Process-wide, owned, created by the first import. */
-static struct {
-    PyObject *calls_var;      /* ContextVar: tuple of SpCallRecord */
-    PyTypeObject *record;     /* SpCallRecord */
-    PyObject *default_data;   /* dict: set_data() defaults */
-    PyObject *default_dests;  /* normalised default ok_dests (tuple/None) */
-    PyTypeObject *deny_info;  /* struct sequence DenyInfo */
-    PyTypeObject *call_info;  /* struct sequence CallInfo */
-    PyTypeObject *tracked;    /* track_call wrapper type */
-    PyTypeObject *tracked_aw; /* its awaitable */
-    PyObject *module_name;    /* interned "<module>" */
-    PyObject *name_key;       /* interned "__name__" */
-    PyObject *empty_tuple;
-} trust;
+/* This file's part of the engine state (state.h). */
+static struct sp_trust_state *const trust = &sp_state.trust;
 
 /* Frames the search walks at most; deeper stacks are not trusted. */
 #define TRUST_MAX_DEPTH 1000
@@ -291,11 +280,11 @@ static PyType_Spec record_spec = {
 static SpCallRecord *
 record_new(PyObject *fn, PyObject *args, PyObject *kwargs)
 {
-    SpCallRecord *r = PyObject_GC_New(SpCallRecord, trust.record);
+    SpCallRecord *r = PyObject_GC_New(SpCallRecord, trust->record);
     if (r == NULL) {
         return NULL;
     }
-    Py_INCREF(trust.record);
+    Py_INCREF(trust->record);
     r->fn = Py_NewRef(fn);
     r->args = Py_NewRef(args);
     r->kwargs = Py_NewRef(kwargs);
@@ -309,7 +298,7 @@ static int
 trust_judge_tracked(SpRun *run, PyObject *refusals)
 {
     PyObject *calls = NULL;
-    if (PyContextVar_Get(trust.calls_var, trust.empty_tuple, &calls) < 0) {
+    if (PyContextVar_Get(trust->calls_var, trust->empty_tuple, &calls) < 0) {
         return -1;
     }
     int verdict = 2;
@@ -319,7 +308,7 @@ trust_judge_tracked(SpRun *run, PyObject *refusals)
     }
     for (Py_ssize_t i = PyTuple_GET_SIZE(calls) - 1; i >= 0 && verdict == 2; i--) {
         PyObject *item = PyTuple_GET_ITEM(calls, i);
-        if (!Py_IS_TYPE(item, trust.record) || !((SpCallRecord *)item)->active) {
+        if (!Py_IS_TYPE(item, trust->record) || !((SpCallRecord *)item)->active) {
             continue;
         }
         SpCallRecord *rec = (SpCallRecord *)Py_NewRef(item);
@@ -378,7 +367,7 @@ sp_trust_search(SpRun *run, PyObject **refusals)
         if (verdict == 2) {
             PyObject *globals = PyFrame_GetGlobals(f);
             int module_level = PyUnicode_Check(code->co_name) &&
-                PyUnicode_Compare(code->co_name, trust.module_name) == 0;
+                PyUnicode_Compare(code->co_name, trust->module_name) == 0;
             if (globals == NULL) {
                 verdict = -1;
             }
@@ -490,11 +479,11 @@ trust_call_info(PyFrameObject *frame)
         goto done;
     }
     PyObject *module = globals != NULL && PyDict_Check(globals)
-        ? PyDict_GetItemWithError(globals, trust.name_key) : NULL; /* borrowed */
+        ? PyDict_GetItemWithError(globals, trust->name_key) : NULL; /* borrowed */
     if (module == NULL && PyErr_Occurred()) {
         goto done;
     }
-    info = PyStructSequence_New(trust.call_info);
+    info = PyStructSequence_New(trust->call_info);
     if (info == NULL) {
         goto done;
     }
@@ -550,7 +539,7 @@ sp_trust_pre_deny(SpRun *run, const char *event, PyObject *args)
     int rc = -1;
     calls = trust_active_calls();
     name = PyUnicode_FromString(event);
-    info = PyStructSequence_New(trust.deny_info);
+    info = PyStructSequence_New(trust->deny_info);
     if (calls == NULL || name == NULL || info == NULL) {
         goto done;
     }
@@ -577,7 +566,7 @@ done:
 PyObject *
 sp_trust_default_data(void)
 {
-    return trust.default_data;
+    return trust->default_data;
 }
 
 static PyObject *
@@ -591,7 +580,7 @@ trust_py_set_data(PyObject *module, PyObject *args, PyObject *kwargs)
     if (sp_gate_refuse_inside("change policy data (set_data)") < 0) {
         return NULL;
     }
-    if (kwargs != NULL && PyDict_Update(trust.default_data, kwargs) < 0) {
+    if (kwargs != NULL && PyDict_Update(trust->default_data, kwargs) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -608,7 +597,7 @@ trust_py_set_default_ok_dests(PyObject *module, PyObject *dests)
     if (norm == NULL) {
         return NULL;
     }
-    Py_SETREF(trust.default_dests, norm);
+    Py_SETREF(trust->default_dests, norm);
     Py_RETURN_NONE;
 }
 
@@ -617,10 +606,10 @@ trust_py_get_default_ok_dests(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    if (trust.default_dests == Py_None) {
+    if (trust->default_dests == Py_None) {
         Py_RETURN_NONE;
     }
-    return PySequence_List(trust.default_dests);
+    return PySequence_List(trust->default_dests);
 }
 
 static PyObject *
@@ -628,7 +617,7 @@ trust_py_get_data(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return PyDict_Copy(trust.default_data);
+    return PyDict_Copy(trust->default_data);
 }
 
 static PyObject *
@@ -708,12 +697,12 @@ static PyObject *
 tracked_with_calls(PyObject *calls, PyObject *callable, PyObject *args,
                    PyObject *kwargs)
 {
-    PyObject *token = PyContextVar_Set(trust.calls_var, calls);
+    PyObject *token = PyContextVar_Set(trust->calls_var, calls);
     if (token == NULL) {
         return NULL;
     }
     PyObject *res = PyObject_Call(callable, args, kwargs);
-    if (sp_context_leave_var(trust.calls_var, token) < 0) {
+    if (sp_context_leave_var(trust->calls_var, token) < 0) {
         Py_CLEAR(res);
     }
     return res;
@@ -726,11 +715,11 @@ tracked_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
     PyObject *outer = NULL, *calls = NULL, *res = NULL, *one = NULL; /* owned */
     SpCallRecord *rec = NULL;                                          /* owned */
     PyObject *kw = kwargs != NULL ? PyDict_Copy(kwargs) : PyDict_New();
-    if (kw == NULL || PyContextVar_Get(trust.calls_var, trust.empty_tuple, &outer) < 0) {
+    if (kw == NULL || PyContextVar_Get(trust->calls_var, trust->empty_tuple, &outer) < 0) {
         goto done;
     }
     if (!PyTuple_CheckExact(outer)) {
-        Py_SETREF(outer, Py_NewRef(trust.empty_tuple)); /* not ours: ignored */
+        Py_SETREF(outer, Py_NewRef(trust->empty_tuple)); /* not ours: ignored */
     }
     rec = record_new(t->fn, args, kw);
     one = rec == NULL ? NULL : PyTuple_Pack(1, (PyObject *)rec);
@@ -747,13 +736,13 @@ tracked_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
             Py_CLEAR(res);
             goto done;
         }
-        SpTrackedAwait *aw = PyObject_GC_New(SpTrackedAwait, trust.tracked_aw);
+        SpTrackedAwait *aw = PyObject_GC_New(SpTrackedAwait, trust->tracked_aw);
         if (aw == NULL) {
             Py_DECREF(inner);
             Py_CLEAR(res);
             goto done;
         }
-        Py_INCREF(trust.tracked_aw);
+        Py_INCREF(trust->tracked_aw);
         aw->inner = inner;
         aw->calls = Py_NewRef(calls);
         aw->record = (SpCallRecord *)Py_NewRef(rec);
@@ -839,12 +828,12 @@ tracked_aw_am_send(PyObject *self, PyObject *arg, PyObject **result)
 {
     SpTrackedAwait *aw = (SpTrackedAwait *)self;
     *result = NULL;
-    PyObject *token = PyContextVar_Set(trust.calls_var, aw->calls);
+    PyObject *token = PyContextVar_Set(trust->calls_var, aw->calls);
     if (token == NULL) {
         return PYGEN_ERROR;
     }
     PySendResult r = PyIter_Send(aw->inner, arg, result);
-    if (sp_context_leave_var(trust.calls_var, token) < 0 && r != PYGEN_ERROR) {
+    if (sp_context_leave_var(trust->calls_var, token) < 0 && r != PYGEN_ERROR) {
         Py_CLEAR(*result);
         r = PYGEN_ERROR;
     }
@@ -895,7 +884,7 @@ static PyObject *
 tracked_aw_close(PyObject *self, PyObject *unused)
 {
     (void)unused;
-    return tracked_aw_forward(self, "close", trust.empty_tuple);
+    return tracked_aw_forward(self, "close", trust->empty_tuple);
 }
 
 static PyObject *
@@ -939,11 +928,11 @@ trust_py_track_call(PyObject *module, PyObject *fn)
         PyErr_Format(PyExc_TypeError, "track_call() needs a callable, not %.200s", SP_TYPE_NAME(fn));
         return NULL;
     }
-    SpTracked *t = PyObject_GC_New(SpTracked, trust.tracked);
+    SpTracked *t = PyObject_GC_New(SpTracked, trust->tracked);
     if (t == NULL) {
         return NULL;
     }
-    Py_INCREF(trust.tracked);
+    Py_INCREF(trust->tracked);
     t->fn = Py_NewRef(fn);
     t->dict = NULL;
     PyObject_GC_Track(t);
@@ -973,34 +962,34 @@ static PyMethodDef trust_functions[] = {
 int
 sp_trust_init(PyObject *module)
 {
-    if (trust.calls_var == NULL) {
-        trust.module_name = PyUnicode_InternFromString("<module>");
-        trust.name_key = PyUnicode_InternFromString("__name__");
-        trust.empty_tuple = PyTuple_New(0);
-        trust.default_data = PyDict_New();
-        trust.default_dests = PyTuple_New(0);
-        trust.calls_var = PyContextVar_New("safepyrun.calls", NULL);
-        trust.deny_info = PyStructSequence_NewType(&deny_info_desc);
-        trust.call_info = PyStructSequence_NewType(&call_info_desc);
-        trust.tracked = (PyTypeObject *)PyType_FromModuleAndSpec(module,
+    if (trust->calls_var == NULL) {
+        trust->module_name = PyUnicode_InternFromString("<module>");
+        trust->name_key = PyUnicode_InternFromString("__name__");
+        trust->empty_tuple = PyTuple_New(0);
+        trust->default_data = PyDict_New();
+        trust->default_dests = PyTuple_New(0);
+        trust->calls_var = PyContextVar_New("safepyrun.calls", NULL);
+        trust->deny_info = PyStructSequence_NewType(&deny_info_desc);
+        trust->call_info = PyStructSequence_NewType(&call_info_desc);
+        trust->tracked = (PyTypeObject *)PyType_FromModuleAndSpec(module,
                                                                  &tracked_spec, NULL);
-        trust.record = (PyTypeObject *)PyType_FromModuleAndSpec(module,
+        trust->record = (PyTypeObject *)PyType_FromModuleAndSpec(module,
                                                                 &record_spec, NULL);
-        trust.tracked_aw = (PyTypeObject *)PyType_FromModuleAndSpec(
+        trust->tracked_aw = (PyTypeObject *)PyType_FromModuleAndSpec(
             module, &tracked_aw_spec, NULL);
-        if (trust.module_name == NULL ||
-            trust.name_key == NULL || trust.empty_tuple == NULL ||
-            trust.default_data == NULL || trust.default_dests == NULL ||
-            trust.calls_var == NULL ||
-            trust.deny_info == NULL || trust.call_info == NULL ||
-            trust.tracked == NULL || trust.tracked_aw == NULL ||
-            trust.record == NULL) {
+        if (trust->module_name == NULL ||
+            trust->name_key == NULL || trust->empty_tuple == NULL ||
+            trust->default_data == NULL || trust->default_dests == NULL ||
+            trust->calls_var == NULL ||
+            trust->deny_info == NULL || trust->call_info == NULL ||
+            trust->tracked == NULL || trust->tracked_aw == NULL ||
+            trust->record == NULL) {
             return -1;
         }
     }
-    if (PyModule_AddObjectRef(module, "Tracked", (PyObject *)trust.tracked) < 0 ||
-        PyModule_AddObjectRef(module, "DenyInfo", (PyObject *)trust.deny_info) < 0 ||
-        PyModule_AddObjectRef(module, "CallInfo", (PyObject *)trust.call_info) < 0) {
+    if (PyModule_AddObjectRef(module, "Tracked", (PyObject *)trust->tracked) < 0 ||
+        PyModule_AddObjectRef(module, "DenyInfo", (PyObject *)trust->deny_info) < 0 ||
+        PyModule_AddObjectRef(module, "CallInfo", (PyObject *)trust->call_info) < 0) {
         return -1;
     }
     return PyModule_AddFunctions(module, trust_functions);

@@ -1,0 +1,162 @@
+/* state.h - the engine's state, in one struct.
+ *
+ * Why one process-wide struct and not module state: the audit hook is
+ * installed once per process and can never be removed (PEP 578), and what
+ * it reads must outlive any module object; the module declares that it
+ * does not support several interpreters (engine.c).  So every part of the
+ * engine keeps its state here, in `sp_state`, defined once in engine.c,
+ * each part in a sub-struct of its own that only its own file writes.  The
+ * hook's userData holds no Python objects: the hook reads this struct.
+ *
+ * Who writes what, and when (all with the GIL held):
+ *   - the first import fills every part (each part's sp_<area>_init, called
+ *     in order by engine.c's exec function); a second import of the module
+ *     finds them filled and only adds the objects to the new module;
+ *   - afterwards only: the registry (allow(), outside runs), the gate's
+ *     cell-code index (cells compiled or code made inside runs), the
+ *     defaults of trust (set_data, default_ok_dests, outside runs), the
+ *     monitor's sync state, and the lazily captured asyncio functions.
+ * Nothing is ever freed: the hook that reads it lives as long as the
+ * process.  Per-thread state (the monitor's native-call record, the gate's
+ * host-call barrier) is _Thread_local in its own file and named there.
+ *
+ * Every PyObject pointer below is an owned reference unless marked.
+ */
+#ifndef SP_STATE_H
+#define SP_STATE_H
+
+#include "compat.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Sizes of fixed tables, here so that the struct can hold them. */
+#define SP_RULES_SLOTS 512 /* rules.c: power of two >= 2x the rule count */
+#define SP_CHECK_NTYPES 8  /* check.c: syntax-tree node types it checks */
+#define SP_CHECK_NSTRS 8   /* check.c: attribute names it reads */
+
+/* gate.c: one entry of the cell-code index. */
+typedef struct {
+    PyObject *code; /* compared only (held weakly through wr), or NULL, or
+                       a tombstone marker */
+    PyObject *wr;   /* weakref to code; its callback removes the entry */
+    PyObject *run;  /* the SpRun the code stays gated under */
+} sp_gate_slot;
+
+typedef struct {
+    /* rules.c: slot -> index into the static rule table + 1 (0 empty). */
+    struct sp_rules_state {
+        uint16_t slots[SP_RULES_SLOTS];
+        int ready;
+    } rules;
+
+    /* check.c: the syntax-tree node types and attribute names it uses. */
+    struct sp_check_state {
+        PyTypeObject *types[SP_CHECK_NTYPES];
+        PyObject *strs[SP_CHECK_NSTRS];
+        int ready;
+    } check;
+
+    /* context.c: the run type and the context variable holding the run. */
+    struct sp_context_state {
+        PyTypeObject *run_type;
+        PyObject *run_var;
+    } context;
+
+    /* gate.c: the cell-code index (open addressing, PyMem) and the code of
+     * the import system's exec helper. */
+    struct sp_gate_state {
+        sp_gate_slot *slots; /* `size` slots, or NULL */
+        size_t size;         /* a power of two, or 0 */
+        size_t live;         /* entries holding a code object */
+        size_t filled;       /* live + tombstones */
+        PyObject *import_exec_code;
+    } gate;
+
+    /* registry.c: the registrations and the indexes derived from them. */
+    struct sp_registry_state {
+        PyObject *entries;  /* list of (owner, name, policy) */
+        PyObject *imports;  /* list of module names trusted while importing */
+        PyObject *codes;    /* {id(code): (code, (grant, ...))} */
+        PyObject *natives;  /* {id(callable): (callable, (grant, ...))} */
+        PyObject *modules;  /* {id(module dict): module dict} */
+        PyObject *prefixes; /* tuple of str: 'pkg' for an entry 'pkg.*' */
+        PyObject *gated;    /* {id(code): code} for codes with policies */
+        PyObject *name_key; /* interned "__name__" */
+        PyObject *locals_marker; /* interned "<locals>" */
+        unsigned long version;   /* bumped by every change */
+    } registry;
+
+    /* trust.c: the trust search's types, defaults and interned names. */
+    struct sp_trust_state {
+        PyObject *calls_var;      /* ContextVar: tuple of SpCallRecord */
+        PyTypeObject *record;     /* SpCallRecord */
+        PyObject *default_data;   /* dict: set_data() defaults */
+        PyObject *default_dests;  /* normalised default ok_dests (tuple/None) */
+        PyTypeObject *deny_info;  /* struct sequence DenyInfo */
+        PyTypeObject *call_info;  /* struct sequence CallInfo */
+        PyTypeObject *tracked;    /* track_call wrapper type */
+        PyTypeObject *tracked_aw; /* its awaitable */
+        PyObject *module_name;    /* interned "<module>" */
+        PyObject *name_key;       /* interned "__name__" */
+        PyObject *empty_tuple;
+    } trust;
+
+    /* monitor.c: the call monitor. */
+    struct sp_monitor_state {
+        int ready;                     /* the fields below are initialised */
+        unsigned long synced_version;  /* registry version last synced */
+        PyObject *gated;               /* {id(code): code} as last synced */
+        int tool_id;                   /* 3.12+: our sys.monitoring tool, or -1 */
+        PyObject *disable;             /* 3.12+: sys.monitoring.DISABLE */
+        PyObject *set_local_events;    /* 3.12+: captured at import, before */
+        PyObject *use_tool_id;         /*   any cell could replace them */
+        PyObject *register_callback;
+        Py_tracefunc chained_func;     /* 3.11: the host's profile function */
+        PyObject *chained_obj;         /*   and its object (borrowed from the
+                                            caller's saved state) */
+    } monitor;
+
+    /* hook.c: the audit hook and the stdlib guards it installs. */
+    struct sp_hook_state {
+        int installed;
+        PyObject *package_name;   /* "safepyrun" */
+        PyObject *to_thread_code; /* asyncio.to_thread.__code__ */
+        PyObject *submit;         /* the real ThreadPoolExecutor.submit */
+        PyObject *guarded_types;  /* classes a cell may not change */
+        PyObject *start_thread;   /* 3.11: the real _thread.start_new_thread */
+    } hook;
+
+    /* compile.c: builtins.compile, the _ast types, linecache. */
+    struct sp_compile_state {
+        PyObject *compile;
+        PyObject *ast_expr;
+        PyObject *ast_assign;
+        PyObject *ast_name;
+        PyObject *ast_store;   /* an _ast.Store() instance */
+        PyObject *linecache;   /* the module, after the first srcfn; or NULL */
+        PyObject *result_name; /* interned name of a cell's last value */
+        unsigned long srcfn_counter;
+    } compile;
+
+    /* cell.c: the Cell type and the asyncio functions it calls. */
+    struct sp_cell_state {
+        PyTypeObject *cell_type;
+        PyObject *builtins_name; /* interned "__builtins__" */
+        PyObject *all_tasks;     /* asyncio.all_tasks (first run) */
+        PyObject *current_task;
+        PyObject *gather;
+        PyObject *cancelled;     /* asyncio.CancelledError */
+    } cell;
+
+    /* runner.c: the Runner type. */
+    struct sp_runner_state {
+        PyTypeObject *runner_type;
+        PyObject *default_banned; /* tuple of the default banned imports */
+    } runner;
+} SpState;
+
+/* The one instance (engine.c).  Zero-initialised at load. */
+extern SpState sp_state;
+
+#endif /* SP_STATE_H */
