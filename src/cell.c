@@ -131,7 +131,7 @@ cell_capture_asyncio(void)
     if (cell_global->gather != NULL) {
         return 0;
     }
-    if (sp_hook_note_asyncio() < 0) {
+    if (sp_hook_before_run() < 0) {
         return -1;
     }
     PyObject *asyncio = PyImport_ImportModule("asyncio");

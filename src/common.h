@@ -42,4 +42,17 @@ sp_send_result_to_python(PySendResult r, PyObject *value)
     return NULL;
 }
 
+/* Make a class's attributes unchangeable: assigning a class attribute
+ * raises no audit event, so a class whose behaviour the engine relies on
+ * (a guarded stdlib class, pathlib's path classes) is made immutable the
+ * way C types are: setattr then raises TypeError ("cannot set ... of
+ * immutable type"), and instances cannot have their __class__ swapped.
+ * The flag is not inherited: subclasses stay ordinary classes. */
+static inline void
+sp_freeze_type(PyTypeObject *tp)
+{
+    tp->tp_flags |= Py_TPFLAGS_IMMUTABLETYPE;
+    PyType_Modified(tp);
+}
+
 #endif /* SP_COMMON_H */

@@ -22,6 +22,8 @@
  * the event.  Nothing here keeps per-call state outside the stack.
  */
 #include "hook.h"
+
+#include "common.h"
 #include "state.h"
 
 #include "context.h"
@@ -29,6 +31,7 @@
 #include "paths.h"
 #include "registry.h"
 #include "rules.h"
+#include "sqlite.h"
 #include "trust.h"
 
 #include <fcntl.h>
@@ -423,6 +426,23 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
         if (rule->kind == SP_RULE_OPEN && PyLong_Check(path)) {
             continue; /* open(fd, 'w'): the descriptor is already open */
         }
+        if (!sp_paths_stable(path)) {
+            /* Checked with one answer of its __fspath__, written with
+             * another: refused whatever it answers. */
+            PyObject *detail = PyUnicode_FromString(
+                " (a path object of the sandbox's own class: its __fspath__ "
+                "could name another file to the write; pass a str or "
+                "pathlib.Path)");
+            if (detail == NULL) {
+                return -1;
+            }
+            int rc = hook_deny(run, rule, event, args, path, detail);
+            Py_DECREF(detail);
+            if (rc < 0) {
+                return -1;
+            }
+            continue;
+        }
         int dir_fd = -1;
         PyObject *fd_obj = hook_arg(args, rule->dirfd_arg[k]);
         if (fd_obj != NULL && PyLong_Check(fd_obj)) {
@@ -591,6 +611,55 @@ hook_judge_code(SpRun *run, const sp_rule *rule, const char *event,
     return sp_gate_register_codes(code, run);
 }
 
+/* 'sqlite3.connect' / 'sqlite3.attach': the files the name writes, read
+ * as a plain name and as a URI when it is not known which (sqlite.c); the
+ * connect guard's own open is judged already.  0 allow, -1 refused. */
+static int
+hook_judge_sqlite(SpRun *run, const sp_rule *rule, const char *event,
+                  PyObject *args)
+{
+    PyObject *database = hook_arg(args, 0);
+    if (database == NULL || sp_sqlite_is_prejudged(database) ||
+        run->ok_dests == Py_None) {
+        return 0;
+    }
+    PyObject *targets = NULL;
+    if (sp_paths_stable(database)) {
+        targets = sp_sqlite_write_targets(database, SP_SQLITE_EITHER);
+        if (targets == NULL) {
+            return -1;
+        }
+    }
+    else {
+        targets = PyList_New(1); /* judged as is: refused below */
+        if (targets == NULL) {
+            return -1;
+        }
+        PyList_SET_ITEM(targets, 0, Py_NewRef(database));
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(targets) && rc == 0; i++) {
+        PyObject *one = PyTuple_Pack(1, PyList_GET_ITEM(targets, i));
+        rc = one == NULL ? -1 : hook_judge_write(run, rule, event, one);
+        rc = rc < 0 ? -1 : 0;
+        Py_XDECREF(one);
+    }
+    Py_DECREF(targets);
+    return rc;
+}
+
+/* 'sqlite3.connect/handle' inside a run: a connection not opened by the
+ * connect guard would have no ATTACH authorizer (sqlite.c): refused. */
+static int
+hook_sqlite_handle(SpRun *run, const sp_rule *rule, const char *event,
+                   PyObject *args)
+{
+    if (sp_sqlite_in_guard() || run->ok_dests == Py_None) {
+        return 0;
+    }
+    return hook_deny(run, rule, event, args, NULL, NULL);
+}
+
 /* The slow path: an event that may be refused, inside a gated run.
  * Returns 0 to allow, -1 with an exception to refuse. */
 static int
@@ -631,6 +700,10 @@ hook_judge(SpRun *run, const sp_rule *rule, const char *event,
     }
     case SP_RULE_CODE:
         return hook_judge_code(run, rule, event, args);
+    case SP_RULE_SQLITE:
+        return hook_judge_sqlite(run, rule, event, args);
+    case SP_RULE_SQLITE_HANDLE:
+        return hook_sqlite_handle(run, rule, event, args);
     case SP_RULE_DENY:
         break;
     }
@@ -727,7 +800,7 @@ done:
 }
 #endif
 
-/* ThreadPoolExecutor.submit, as installed by sp_hook_note_asyncio: work
+/* ThreadPoolExecutor.submit, as installed by sp_hook_before_run: work
  * submitted from inside a gated run runs in a copy of the submitter's
  * context, so it stays gated in the worker thread (asyncio.to_thread does
  * this itself; loop.run_in_executor and executor.submit do not). */
@@ -795,8 +868,21 @@ hook_guard_executor(void)
     if (method == NULL || PyObject_SetAttrString(tpe, "submit", method) < 0) {
         goto done;
     }
-    hook_global->guarded_types = PyTuple_Pack(1, tpe);
-    rc = hook_global->guarded_types == NULL ? -1 : 0;
+    /* The classes whose attributes a cell may not change: the guarded
+     * executor, and the pathlib classes whose paths count as stable. */
+    PyObject *pathlib_types = sp_paths_capture_pathlib();
+    PyObject *one = pathlib_types == NULL ? NULL : PyTuple_Pack(1, tpe);
+    hook_global->guarded_types = one == NULL ? NULL
+                                             : PySequence_Concat(one, pathlib_types);
+    Py_XDECREF(one);
+    Py_XDECREF(pathlib_types);
+    if (hook_global->guarded_types == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hook_global->guarded_types); i++) {
+        sp_freeze_type((PyTypeObject *)PyTuple_GET_ITEM(hook_global->guarded_types, i));
+    }
+    rc = 0;
 done:
     Py_XDECREF(mod);
     Py_XDECREF(tpe);
@@ -806,10 +892,13 @@ done:
 }
 
 int
-sp_hook_note_asyncio(void)
+sp_hook_before_run(void)
 {
     if (hook_global->to_thread_code != NULL) {
         return 0;
+    }
+    if (sp_sqlite_before_run() < 0) {
+        return -1;
     }
     if (hook_global->submit == NULL && hook_guard_executor() < 0) {
         return -1;

@@ -22,6 +22,7 @@
  * (entries' __fspath__, iterating a set subclass).
  */
 #include "paths.h"
+#include "state.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -610,4 +611,53 @@ error:
     Py_XDECREF(items);
     Py_XDECREF(result);
     return NULL;
+}
+
+/* ---- stable path objects ---------------------------------------------------- */
+
+int
+sp_paths_stable(PyObject *path)
+{
+    if (PyUnicode_Check(path) || PyBytes_Check(path) || PyLong_CheckExact(path) ||
+        !(Py_TYPE(path)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        return 1;
+    }
+    PyObject *types = sp_state.paths.pathlib_types; /* borrowed */
+    for (Py_ssize_t i = 0; types != NULL && i < PyTuple_GET_SIZE(types); i++) {
+        if ((PyObject *)Py_TYPE(path) == PyTuple_GET_ITEM(types, i)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+PyObject *
+sp_paths_capture_pathlib(void)
+{
+    if (sp_state.paths.pathlib_types != NULL) {
+        return Py_NewRef(sp_state.paths.pathlib_types);
+    }
+    static const char *const names[] = {"PurePath", "PurePosixPath",
+                                        "PureWindowsPath", "Path", "PosixPath",
+                                        "WindowsPath"};
+    PyObject *mod = PyImport_ImportModule("pathlib");
+    PyObject *types = mod == NULL ? NULL : PyTuple_New(6);
+    for (int i = 0; types != NULL && i < 6; i++) {
+        PyObject *tp = PyObject_GetAttrString(mod, names[i]);
+        if (tp == NULL || !PyType_Check(tp)) {
+            Py_XDECREF(tp);
+            Py_CLEAR(types);
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "pathlib has no path classes");
+            }
+            break;
+        }
+        PyTuple_SET_ITEM(types, i, tp);
+    }
+    Py_XDECREF(mod);
+    if (types == NULL) {
+        return NULL;
+    }
+    sp_state.paths.pathlib_types = Py_NewRef(types);
+    return types;
 }

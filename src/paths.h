@@ -45,4 +45,18 @@ PyObject *sp_paths_resolve(PyObject *path, int dir_fd, int follow);
 int sp_paths_check_write(PyObject *path, int dir_fd, int flags,
                          PyObject *dests, PyObject **resolved);
 
+/* Whether the path an object names is stable: asking it twice gives the
+ * same answer.  A write check asks os.fspath(path) once and the effect
+ * asks again, so a path object whose __fspath__ (or __str__, for a pathlib
+ * subclass) is the sandbox's own could pass the check with one path and
+ * write another.  Stable: str, bytes (subclasses too: their data is used,
+ * not their methods), int descriptors, objects of static (C) types such as
+ * os.DirEntry, and the exact pathlib classes.  No Python code runs. */
+int sp_paths_stable(PyObject *path);
+
+/* Capture the pathlib classes sp_paths_stable trusts (imports pathlib;
+ * before the first cell runs).  New reference to the tuple of classes, to
+ * be guarded against change by the caller; NULL with an exception. */
+PyObject *sp_paths_capture_pathlib(void);
+
 #endif /* SP_PATHS_H */

@@ -69,7 +69,8 @@ static const sp_rule rules_table[] = {
     ALLOW("pathlib.Path.rglob"), ALLOW("os.listdrives"), ALLOW("os.listmounts"),
     ALLOW("os.listvolumes"), ALLOW("fcntl.fcntl"), ALLOW("fcntl.ioctl"),
     ALLOW("fcntl.flock"), ALLOW("fcntl.lockf"), ALLOW("mmap.__new__"),
-    ALLOW("sqlite3.connect/handle"),
+    SPECIAL("sqlite3.connect/handle", SP_RULE_SQLITE_HANDLE, -1,
+            "open a sqlite connection other than through sqlite3.connect"),
     /* tempfile raises these after the os.open/os.mkdir that was checked. */
     ALLOW("tempfile.mkstemp"), ALLOW("tempfile.mkdtemp"),
 
@@ -109,7 +110,10 @@ static const sp_rule rules_table[] = {
     WRITE1("shutil.chown", F | S, 0, -1, "change file ownership"),
     WRITE1("shutil.make_archive", 0, 0, -1, "create an archive"),
     WRITE2("shutil.unpack_archive", S, 1, -1, -1, -1, "unpack an archive"),
-    WRITE1("sqlite3.connect", F, 0, -1, "open a database file"),
+    {"sqlite3.connect", SP_RULE_SQLITE, F, {0, -1}, {-1, -1}, 0,
+     "open a database file"},
+    {"sqlite3.attach", SP_RULE_SQLITE, F, {0, -1}, {-1, -1}, 0,
+     "attach a database file"},
 
     /* Environment: only the sensitive names are refused (hook.c). */
     SPECIAL("os.putenv", SP_RULE_ENV, 0,

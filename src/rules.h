@@ -15,6 +15,10 @@ typedef enum {
     SP_RULE_THREAD,    /* thread start: denied, asyncio.to_thread excepted */
     SP_RULE_CODE,      /* exec / FunctionType of a code object: in a run,
                           the code becomes cell code (hook.c) */
+    SP_RULE_SQLITE,    /* a sqlite database or ATTACH: the files it writes
+                          (sqlite.c) are checked against ok_dests */
+    SP_RULE_SQLITE_HANDLE, /* a connection opened in a run other than by
+                              the connect guard: refused (sqlite.c) */
 } sp_rule_kind;
 
 typedef struct {

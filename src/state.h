@@ -149,6 +149,21 @@ typedef struct {
         PyObject *cancelled;     /* asyncio.CancelledError */
     } cell;
 
+    /* sqlite.c: the real sqlite3.connect and what the hook installs on
+     * connections opened inside a run. */
+    struct sp_sqlite_state {
+        int installed;             /* sp_sqlite_before_run has run */
+        PyObject *connect;         /* _sqlite3.connect, or NULL */
+        PyObject *conn_type;       /* _sqlite3.Connection */
+        PyObject *set_authorizer;  /* _sqlite3.Connection.set_authorizer */
+        PyObject *authorizer;      /* our authorizer callback */
+    } sqlite;
+
+    /* paths.c: the pathlib classes whose __fspath__ answers are stable. */
+    struct sp_paths_state {
+        PyObject *pathlib_types;   /* tuple, or NULL before the first run */
+    } paths;
+
     /* runner.c: the Runner type. */
     struct sp_runner_state {
         PyTypeObject *runner_type;

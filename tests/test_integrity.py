@@ -467,3 +467,143 @@ def test_cell_code_index_survives_weakref_callbacks(tool_g, marker):
     with pytest.raises(PermissionError):
         apply_tool(tool_g["later_"])
     assert not marker.exists()
+
+
+# ---- 10. sqlite: the files a database open really writes ----------------------
+
+
+@pytest.fixture
+def sq(tmp_path):
+    inside = tmp_path / "in"
+    inside.mkdir()
+    outside = tmp_path / "out"
+    outside.mkdir()
+    g = host_ns(inside=str(inside), outside=str(outside))
+    return RunPython(g, ok_dests=[str(inside)]), inside, outside
+
+
+@pytest.mark.parametrize("cell", [
+    "sqlite3.connect('file:' + outside + '/x.db?mode=rwc', uri=True)",
+    "sqlite3.connect('file:' + outside + '/x.db', uri=True)",
+    "sqlite3.connect('file://localhost' + outside + '/x.db', uri=True)",
+    "sqlite3.connect('file:' + outside.replace('/', '%2F') + '%2Fx.db', uri=True)",
+    "sqlite3.Connection('file:' + outside + '/x.db?mode=rwc', uri=True)",
+    "sqlite3.connect(outside + '/x.db')",
+])
+def test_sqlite_uri_cannot_write_outside(cell, sq):
+    py, inside, outside = sq
+    assert_refused(py, "import sqlite3, os\nos.chdir(" + repr(str(inside)) +
+                   ")\n" + cell)
+    assert not (outside / "x.db").exists()
+
+
+@pytest.mark.parametrize("cell", [
+    "sqlite3.connect(':memory:')",
+    "sqlite3.connect('')",
+    "sqlite3.connect('file::memory:', uri=True)",
+    "sqlite3.connect('file:x?mode=memory&cache=shared', uri=True)",
+    "sqlite3.connect('file:' + inside + '/a.db?mode=rwc', uri=True)",
+    "sqlite3.connect(Path(inside) / 'b.db')",
+])
+def test_sqlite_ordinary_opens_work(cell, sq):
+    py, inside, outside = sq
+    run(py, "import sqlite3\ncon = " + cell + "\n"
+            "con.execute('create table t(x)')\ncon.close()")
+
+
+def test_sqlite_read_only_uri_of_any_file(sq):
+    py, inside, outside = sq
+    import sqlite3
+    con = sqlite3.connect(str(outside / "r.db"))
+    con.execute("create table t(x)")
+    con.execute("insert into t values (7)")
+    con.commit()
+    con.close()
+    assert run(py, "import sqlite3\n"
+                   "con = sqlite3.connect('file:' + outside + '/r.db?mode=ro', "
+                   "uri=True)\ncon.execute('select x from t').fetchone()[0]") == 7
+
+
+@pytest.mark.parametrize("sql", [
+    "ATTACH DATABASE '{out}/att.db' AS a",
+    "VACUUM INTO '{out}/att.db'",
+])
+def test_sqlite_attach_and_vacuum_into_outside_refused(sql, sq):
+    py, inside, outside = sq
+    cell = ("import sqlite3\ncon = sqlite3.connect(inside + '/db.sqlite')\n"
+            "con.execute('create table t(x)')\n"
+            f"con.execute({sql.format(out=outside)!r})")
+    with pytest.raises(sqlite3_error()):
+        run(py, cell)
+    assert not (outside / "att.db").exists()
+    run(py, "import sqlite3\ncon = sqlite3.connect(inside + '/db2.sqlite')\n"
+            f"con.execute({sql.format(out=inside)!r})")
+    assert (inside / "att.db").exists()
+
+
+def sqlite3_error():
+    import sqlite3
+    return sqlite3.DatabaseError
+
+
+# ---- a path object answering the check and the write differently ----------------
+
+
+@pytest.mark.parametrize("first", ["outside", "inside"])
+def test_unstable_path_object_refused(first, sq):
+    """A path object answering the check and the effect differently, in
+    either order (os.mkdir converts before its event, shutil.copyfile
+    raises its event before it opens)."""
+    py, inside, outside = sq
+    (inside / "src.txt").write_text("data")
+    bad, ok = str(outside / "bad.txt"), str(inside / "ok.txt")
+    answers = [bad, ok] if first == "outside" else [ok, bad]
+    for call in ["os.mkdir(Flip())",
+                 f"shutil.copyfile({str(inside / 'src.txt')!r}, Flip())"]:
+        cell = f"""
+import os, shutil
+class Flip:
+    n = 0
+    def __fspath__(self):
+        Flip.n += 1
+        return {answers!r}[0] if Flip.n == 1 else {answers!r}[1]
+{call}
+"""
+        try:  # refused, or (when the one answer used was inside) allowed
+            run(py, cell)
+        except PermissionError:
+            pass
+        assert not (outside / "bad.txt").exists()
+    # shutil.copyfile asks the check first: the object itself is refused.
+    cell = ("import shutil\nclass F:\n    def __fspath__(self):\n"
+            f"        return {ok!r}\n"
+            f"shutil.copyfile({str(inside / 'src.txt')!r}, F())")
+    assert "path object" in assert_refused(py, cell)
+
+
+def test_pathlib_subclass_str_trick_refused(sq):
+    py, inside, outside = sq
+    cell = f"""
+import pathlib, itertools
+import os
+names = itertools.cycle([{str(outside / 'bad.txt')!r}, {str(inside / 'ok.txt')!r}])
+class P(type(pathlib.Path())):
+    def __str__(self):
+        return next(names)
+    __fspath__ = __str__
+os.mkdir(P('x'))
+"""
+    assert_refused(py, cell)
+    assert not (outside / "bad.txt").exists()
+
+
+def test_pathlib_classes_cannot_be_patched(sq):
+    py, inside, outside = sq
+    with pytest.raises(TypeError, match="immutable type"):
+        run(py, "import pathlib\n"
+                "pathlib.PurePath.__fspath__ = lambda self: 'x'")
+    import pathlib
+    assert pathlib.PurePath.__fspath__ is not None
+    run(py, "from pathlib import Path\n"
+            "(Path(inside) / 'fine.txt').write_text('ok')")
+    assert (inside / "fine.txt").read_text() == "ok"
