@@ -158,6 +158,30 @@ check_name_under(const char *mod, Py_ssize_t mlen, const char *attr,
     return rest == alen || attr[rest] == '.';
 }
 
+/* Read-only submodules of banned packages: they only read metadata and
+ * package files (`from importlib.metadata import version` is a common
+ * first line), while their parent's import machinery stays banned. */
+static const char *const check_read_only[] = {"importlib.metadata",
+                                              "importlib.resources", NULL};
+
+/* Whether the name (mod[.attr]) lies under a read-only submodule that is
+ * itself strictly under the ban `ban` (a ban naming the submodule, or
+ * something inside it, still applies). */
+static int
+check_read_only_under(const char *mod, Py_ssize_t mlen, const char *attr,
+                      Py_ssize_t alen, const char *ban, Py_ssize_t blen)
+{
+    for (int i = 0; check_read_only[i] != NULL; i++) {
+        const char *ro = check_read_only[i];
+        Py_ssize_t rlen = (Py_ssize_t)strlen(ro);
+        if (rlen > blen && check_name_under(ro, rlen, NULL, 0, ban, blen) &&
+            check_name_under(mod, mlen, attr, alen, ro, rlen)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* 1 if the module `mod` (or its member `attr`, if not NULL) is banned or
  * under a banned name, 0 if not, -1 on error.  Compares UTF-8, which is
  * equivalent to comparing the str objects and, for the ASCII names code
@@ -180,7 +204,8 @@ check_is_banned(const check_ctx *ctx, PyObject *mod, PyObject *attr)
         if (b == NULL) {
             return -1;
         }
-        if (check_name_under(m, mlen, a, alen, b, blen)) {
+        if (check_name_under(m, mlen, a, alen, b, blen) &&
+            !check_read_only_under(m, mlen, a, alen, b, blen)) {
             return 1;
         }
     }
@@ -210,6 +235,23 @@ check_aliases(const check_ctx *ctx, PyObject *node, PyObject *mod)
         if (PyUnicode_Check(name)) {
             int banned = mod == NULL ? check_is_banned(ctx, name, NULL)
                                      : check_is_banned(ctx, mod, name);
+            if (banned == 0 && mod == NULL &&
+                PyUnicode_FindChar(name, '.', 0, PyUnicode_GET_LENGTH(name), 1) >= 0) {
+                /* `import importlib.metadata` binds `importlib` itself:
+                 * allowed only with `as`, which binds the submodule. */
+                PyObject *asname = PyObject_GetAttrString(alias, "asname");
+                if (asname == NULL) {
+                    goto done;
+                }
+                if (asname == Py_None) {
+                    Py_ssize_t dot = PyUnicode_FindChar(
+                        name, '.', 0, PyUnicode_GET_LENGTH(name), 1);
+                    PyObject *top = dot < 0 ? NULL : PyUnicode_Substring(name, 0, dot);
+                    banned = top == NULL ? -1 : check_is_banned(ctx, top, NULL);
+                    Py_XDECREF(top);
+                }
+                Py_DECREF(asname);
+            }
             if (banned != 0) {
                 if (banned > 0) {
                     check_refuse(ctx, node, "import of '",
@@ -258,10 +300,11 @@ check_import_from(const check_ctx *ctx, PyObject *node)
         rc = 0; /* None: "from . import x", only valid when relative */
         goto done;
     }
-    if ((banned = check_is_banned(ctx, mod, NULL)) != 0) {
-        if (banned > 0) {
-            check_refuse(ctx, node, "import of '", mod, "'");
-        }
+    /* `from importlib import metadata`: the package is banned, but each
+     * name taken from it may be a read-only submodule; check_aliases
+     * judges each mod.x.  Anything else from a banned module is refused
+     * there too, as mod.x lies under the ban. */
+    if ((banned = check_is_banned(ctx, mod, NULL)) < 0) {
         goto done;
     }
     rc = check_aliases(ctx, node, mod);

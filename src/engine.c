@@ -214,7 +214,40 @@ done:
 /* The engine's state: every part's, in one struct (state.h). */
 SpState sp_state;
 
+PyDoc_STRVAR(audit_rule_doc,
+"audit_rule(event) -> str | None\n\n"
+"How the engine classifies an audit event inside a run: 'allow', 'deny',\n"
+"'write', 'open', 'env', 'setattr', 'dlopen', 'thread', 'code', 'sqlite',\n"
+"'sqlite-handle', or None for an event it does not know (refused).");
+
+static PyObject *
+engine_audit_rule(PyObject *module, PyObject *event)
+{
+    static const char *const kinds[] = {"allow", "deny", "write", "open", "env",
+                                        "setattr", "dlopen", "thread", "code",
+                                        "sqlite", "sqlite-handle"};
+    (void)module;
+    const char *name = PyUnicode_Check(event) ? PyUnicode_AsUTF8(event) : NULL;
+    if (name == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "audit_rule() needs a str, not %.200s",
+                         SP_TYPE_NAME(event));
+        }
+        return NULL;
+    }
+    const sp_rule *rule = sp_rules_lookup(name);
+    if (rule == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (rule->kind >= sizeof(kinds) / sizeof(kinds[0])) {
+        PyErr_SetString(PyExc_SystemError, "audit_rule(): unnamed rule kind");
+        return NULL;
+    }
+    return PyUnicode_FromString(kinds[rule->kind]);
+}
+
 static PyMethodDef engine_methods[] = {
+    {"audit_rule", engine_audit_rule, METH_O, audit_rule_doc},
     {"chk_dest", (PyCFunction)(void (*)(void))engine_chk_dest, METH_FASTCALL,
      chk_dest_doc},
     {"normalise_dests", engine_normalise_dests, METH_O, normalise_dests_doc},

@@ -363,3 +363,33 @@ def test_prefilter_lets_attribute_calls_through():
     import asyncio
     py = RunPython({}, ok_dests=[])
     assert asyncio.run(py("import re\nre.compile('a+').pattern")) == "a+"
+
+
+# Issue 8, item 7: the read-only submodules of importlib.
+@pytest.mark.parametrize("code", [
+    "from importlib.metadata import version",
+    "from importlib.metadata import version, PackageNotFoundError",
+    "from importlib import metadata",
+    "from importlib import resources, metadata as md",
+    "import importlib.metadata as md",
+    "import importlib.resources.abc as abc",
+    "from importlib.resources import files",
+])
+def test_read_only_importlib_submodules_allowed(code):
+    allowed(code)
+
+
+@pytest.mark.parametrize("code, shown", [
+    ("import importlib.metadata", "importlib.metadata"),
+    ("from importlib import metadata, import_module", "importlib"),
+    ("from importlib import util", "importlib"),
+    ("import importlib", "importlib"),
+])
+def test_rest_of_importlib_still_refused(code, shown):
+    assert f"'{shown}'" in refused(code)
+
+
+def test_explicit_ban_of_a_read_only_submodule_applies():
+    banned = DEFAULT_BANNED + ("importlib.metadata",)
+    assert "'importlib.metadata'" in refused(
+        "from importlib.metadata import version", banned=banned)
