@@ -25,6 +25,7 @@
 #include "state.h"
 #include "cell.h"
 
+#include "caches.h"
 #include "compile.h"
 #include "export.h"
 #include "gate.h"
@@ -420,29 +421,41 @@ cell_throw_into(PyObject *it, PyObject *exc, PyObject **out)
     return *out != NULL ? PYGEN_RETURN : PYGEN_ERROR;
 }
 
-/* Enter the cell's run: the monitor (when the cell needs it) and the run
- * context.  0 ok (then cell_leave must follow), -1 error. */
+/* What a step of the cell enters and must leave again. */
+typedef struct {
+    sp_monitor_saved monitor;
+    sp_caches_snapshot caches;
+    PyObject *token; /* owned until cell_leave: the run context's token */
+} cell_step;
+
+/* Enter the cell's run for one step: the caches are recorded, the monitor
+ * (when the cell needs it) and the run context entered.  0 ok (then
+ * cell_leave must follow), -1 error. */
 static int
-cell_enter(SpCell *self, sp_monitor_saved *saved, PyObject **token)
+cell_enter(SpCell *self, cell_step *step)
 {
-    if (sp_monitor_enter(saved, self->monitored) < 0) {
+    if (sp_monitor_enter(&step->monitor, self->monitored) < 0) {
         return -1;
     }
-    *token = sp_context_enter(self->run);
-    if (*token == NULL) {
-        sp_monitor_leave(saved);
+    sp_caches_take(&step->caches);
+    step->token = sp_context_enter(self->run);
+    if (step->token == NULL) {
+        sp_caches_restore(&step->caches);
+        sp_monitor_leave(&step->monitor);
         return -1;
     }
     return 0;
 }
 
-/* Leave what cell_enter entered; a pending exception survives.  Steals
- * `token`.  0 ok, -1 error. */
+/* Leave what cell_enter entered; a pending exception survives.  0 ok, -1
+ * error. */
 static int
-cell_leave(sp_monitor_saved *saved, PyObject *token)
+cell_leave(cell_step *step)
 {
-    int left = sp_context_leave(token);
-    sp_monitor_leave(saved);
+    int left = sp_context_leave(step->token);
+    step->token = NULL;
+    sp_caches_restore(&step->caches);
+    sp_monitor_leave(&step->monitor);
     return left;
 }
 
@@ -451,15 +464,14 @@ static PySendResult
 cell_drive(SpCell *self, PyObject *it, PyObject *arg, PyObject *exc,
            PyObject **out)
 {
-    sp_monitor_saved saved;
-    PyObject *token;
+    cell_step step;
     *out = NULL;
-    if (cell_enter(self, &saved, &token) < 0) {
+    if (cell_enter(self, &step) < 0) {
         return PYGEN_ERROR;
     }
     PySendResult r = exc != NULL ? cell_throw_into(it, exc, out)
                                  : PyIter_Send(it, arg, out);
-    if (cell_leave(&saved, token) < 0 && r != PYGEN_ERROR) {
+    if (cell_leave(&step) < 0 && r != PYGEN_ERROR) {
         Py_CLEAR(*out);
         return PYGEN_ERROR;
     }
@@ -509,13 +521,12 @@ cell_start(SpCell *self)
     if (cell_begin(self) < 0) {
         return -1;
     }
-    sp_monitor_saved saved;
-    PyObject *token;
-    if (cell_enter(self, &saved, &token) < 0) {
+    cell_step step;
+    if (cell_enter(self, &step) < 0) {
         return -1;
     }
     PyObject *res = PyEval_EvalCode(self->code, self->globals, self->globals);
-    if (cell_leave(&saved, token) < 0 || res == NULL) {
+    if (cell_leave(&step) < 0 || res == NULL) {
         Py_XDECREF(res);
         return -1;
     }

@@ -359,20 +359,28 @@ hook_arg(PyObject *args, int i)
     return PyTuple_GET_ITEM(args, i);
 }
 
-/* Whether an `open` event's flags (argument 2) ask for writing. */
-static inline int
-hook_open_writes(PyObject *args)
+/* An `open` event's flags (argument 2), or -1 when it has none that can
+ * be read (then judged as a write). */
+static inline long
+hook_open_flags(PyObject *args)
 {
     PyObject *flags = hook_arg(args, 2);
     if (flags == NULL || !PyLong_Check(flags)) {
-        return 1; /* unknown shape: check it as a write */
+        return -1;
     }
     long f = PyLong_AsLong(flags);
     if (f == -1 && PyErr_Occurred()) {
         PyErr_Clear();
-        return 1;
     }
-    return (f & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) != 0;
+    return f < 0 ? -1 : f;
+}
+
+/* Whether an `open` event's flags ask for writing. */
+static inline int
+hook_open_writes(PyObject *args)
+{
+    long f = hook_open_flags(args);
+    return f < 0 || (f & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) != 0;
 }
 
 /* Why a write was refused: "is outside ok_dests [...]", or "(no writes are
@@ -452,8 +460,32 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
             }
             dir_fd = fd >= 0 && fd <= INT_MAX ? (int)fd : -1;
         }
+        int path_flags = rule->path_flags;
+        if (rule->kind == SP_RULE_OPEN) {
+            long oflags = hook_open_flags(args);
+#ifdef O_TMPFILE
+            if (oflags >= 0 && (oflags & O_TMPFILE) == O_TMPFILE) {
+                /* An unnamed file in that directory (tempfile's
+                 * TemporaryFile): the directory may be an ok_dest. */
+                path_flags |= SP_PATH_SELF;
+            }
+            else
+#endif
+            {
+                /* open(dir, 'w', opener=...) (tempfile's NamedTemporaryFile):
+                 * a directory cannot be opened for writing, so the open
+                 * writes nothing; the opener's own open is audited. */
+                int is_dir = sp_paths_is_dir(path, dir_fd);
+                if (is_dir != 0) {
+                    if (is_dir < 0) {
+                        return -1;
+                    }
+                    continue;
+                }
+            }
+        }
         PyObject *resolved = NULL;
-        int ok = sp_paths_check_write(path, dir_fd, rule->path_flags,
+        int ok = sp_paths_check_write(path, dir_fd, path_flags,
                                       run->ok_dests, &resolved);
         if (ok < 0) {
             return -1;

@@ -28,6 +28,7 @@
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -660,4 +661,20 @@ sp_paths_capture_pathlib(void)
     }
     sp_state.paths.pathlib_types = Py_NewRef(types);
     return types;
+}
+
+int
+sp_paths_is_dir(PyObject *path, int dir_fd)
+{
+    PyObject *bytes = NULL;
+    int fd;
+    if (paths_convert(path, &bytes, &fd) < 0) {
+        return -1;
+    }
+    struct stat sb;
+    int rc = bytes == NULL
+        ? fstat(fd, &sb)
+        : fstatat(dir_fd >= 0 ? dir_fd : AT_FDCWD, PyBytes_AS_STRING(bytes), &sb, 0);
+    Py_XDECREF(bytes);
+    return rc == 0 && S_ISDIR(sb.st_mode);
 }

@@ -54,6 +54,11 @@ int sp_paths_check_write(PyObject *path, int dir_fd, int flags,
  * os.DirEntry, and the exact pathlib classes.  No Python code runs. */
 int sp_paths_stable(PyObject *path);
 
+/* Whether `path` (as sp_paths_resolve takes it) names an existing
+ * directory, following symlinks.  1 yes, 0 no (or it does not exist), -1
+ * with an exception for a path that cannot be converted. */
+int sp_paths_is_dir(PyObject *path, int dir_fd);
+
 /* Capture the pathlib classes sp_paths_stable trusts (imports pathlib;
  * before the first cell runs).  New reference to the tuple of classes, to
  * be guarded against change by the caller; NULL with an exception. */

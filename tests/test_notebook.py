@@ -39,3 +39,56 @@ def test_read_only_importlib_in_a_cell(code):
 ])
 def test_sqlite_in_memory_under_the_default_policy(code):
     assert run(RunPython(host_ns()), code) == plain(code)
+
+
+# ---- item 3: temporary files inside ok_dests ----------------------------------
+
+
+@pytest.mark.parametrize("code", [
+    "import tempfile\nwith tempfile.NamedTemporaryFile(dir=d, suffix='.csv') as f:\n"
+    "    f.write(b'a,b')\n    f.flush()\n    n = len(open(f.name).read())\nn",
+    "import tempfile\nwith tempfile.TemporaryFile(dir=d) as f:\n"
+    "    f.write(b'abc')\n    f.seek(0)\n    r = f.read()\nr",
+    "import tempfile\ns = tempfile.SpooledTemporaryFile(max_size=4, dir=d)\n"
+    "s.write(b'x' * 100)\ns.seek(0)\nlen(s.read())",
+    "import tempfile, os\nwith tempfile.TemporaryDirectory(dir=d) as t:\n"
+    "    open(os.path.join(t, 'x.txt'), 'w').write('hi')\n"
+    "    r = os.listdir(t)\nr",
+])
+def test_temporary_files_inside_ok_dests(code, tmp_path):
+    g = host_ns(d=str(tmp_path))
+    expected = plain(code, dict(g))
+    assert run(RunPython(host_ns(d=str(tmp_path)), ok_dests=[str(tmp_path)]),
+               code) == expected
+
+
+def test_temporary_file_outside_ok_dests_still_refused(tmp_path):
+    inside = tmp_path / "in"
+    inside.mkdir()
+    py = RunPython(host_ns(d=str(tmp_path)), ok_dests=[str(inside)])
+    for code in ["import tempfile\ntempfile.NamedTemporaryFile(dir=d)",
+                 "import tempfile\ntempfile.TemporaryFile(dir=d)"]:
+        with pytest.raises(PermissionError):
+            run(py, code)
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
+
+
+def test_open_of_a_directory_for_writing_is_still_an_error(tmp_path):
+    py = RunPython(host_ns(d=str(tmp_path)), ok_dests=[])
+    with pytest.raises(IsADirectoryError):
+        run(py, "open(d, 'w')")
+
+
+# ---- item 4: a refused probe leaves the host's caches alone -----------------------
+
+
+def test_gettempdir_in_a_cell_does_not_change_the_hosts(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.chdir(tmp_path)
+    py = RunPython(host_ns(), ok_dests=["."])
+    inside = run(py, "import tempfile\ntempfile.gettempdir()")
+    assert tempfile.tempdir is None
+    host = tempfile.gettempdir()
+    assert host != str(tmp_path)
+    assert inside in (str(tmp_path), host)
