@@ -125,8 +125,13 @@ registry_index_value(PyObject *value, PyObject *owner, PyObject *name,
     PyObject *inner = NULL, *grant = NULL;
     int rc = -1;
     if (PyFunction_Check(value)) {
-        grant = Py_BuildValue("(OOOOO)", owner, name, policy, instance,
-                              is_method ? Py_True : Py_False);
+        /* A function with a closure is told apart from the other
+         * functions sharing its code (a decorator's wrapper) by its
+         * cells. */
+        PyObject *closure = PyFunction_GET_CLOSURE(value);
+        grant = Py_BuildValue("(OOOOOO)", owner, name, policy, instance,
+                              is_method ? Py_True : Py_False,
+                              closure != NULL ? closure : Py_None);
         if (grant == NULL) {
             goto done;
         }
@@ -189,8 +194,8 @@ registry_index_value(PyObject *value, PyObject *owner, PyObject *name,
                          value);
             goto done;
         }
-        grant = Py_BuildValue("(OOOOO)", owner, name, policy, instance,
-                              Py_False);
+        grant = Py_BuildValue("(OOOOOO)", owner, name, policy, instance,
+                              Py_False, Py_None);
         rc = grant == NULL ? -1
                            : registry_index_add(registry->natives, value, grant);
         goto done;

@@ -20,18 +20,23 @@
 #include "compat.h"
 
 /* One grant as the trust search sees it: a tuple
- *   (owner, name, policy, instance, is_method)
+ *   (owner, name, policy, instance, is_method, closure)
  * owner/name/policy as registered (name and policy may be None); `instance`
  * is the object a callable-instance or bound-method registration is keyed
  * on (None otherwise): the grant holds only when the frame's first argument
  * is that object; `is_method` says the first argument is `self`, passed to
- * policies as `obj` and left out of `args`. */
+ * policies as `obj` and left out of `args`; `closure` is the registered
+ * function's __closure__ (None without one): functions that share a code
+ * object (a decorator's wrapper) differ in their cells, and the grant
+ * holds only for the call whose free variables hold what those cells
+ * hold. */
 enum {
     SP_GRANT_OWNER = 0,
     SP_GRANT_NAME,
     SP_GRANT_POLICY,
     SP_GRANT_INSTANCE,
     SP_GRANT_IS_METHOD,
+    SP_GRANT_CLOSURE,
     SP_GRANT_SIZE
 };
 

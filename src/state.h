@@ -100,6 +100,7 @@ typedef struct {
         PyObject *module_name;    /* interned "<module>" */
         PyObject *name_key;       /* interned "__name__" */
         PyObject *empty_tuple;
+        PyObject *unbound;        /* marks an unbound free variable */
     } trust;
 
     /* monitor.c: the call monitor. */

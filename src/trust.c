@@ -43,16 +43,88 @@ static struct sp_trust_state *const trust = &sp_state.trust;
 
 /* ---- arguments of a frame ---------------------------------------------- */
 
+/* The values of a code's free variables, in co_freevars order, read from
+ * the frame's `locals` (an unbound one is trust->unbound): what tells apart
+ * functions that share the code.  New tuple, or NULL with an exception. */
+static PyObject *
+trust_freevals_of_frame(PyObject *locals, PyCodeObject *code)
+{
+    PyObject *names = PyCode_GetFreevars(code);
+    if (names == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    PyObject *vals = PyTuple_New(n);
+    for (Py_ssize_t i = 0; vals != NULL && i < n; i++) {
+        PyObject *v = PyObject_GetItem(locals, PyTuple_GET_ITEM(names, i));
+        if (v == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError) &&
+                !PyErr_ExceptionMatches(PyExc_NameError)) {
+                Py_CLEAR(vals);
+                break;
+            }
+            PyErr_Clear();
+            v = Py_NewRef(trust->unbound);
+        }
+        PyTuple_SET_ITEM(vals, i, v);
+    }
+    Py_DECREF(names);
+    return vals;
+}
+
+/* The same for a function object: the contents of its closure's cells.
+ * New tuple (empty without a closure), or NULL with an exception. */
+static PyObject *
+trust_freevals_of_function(PyObject *fn)
+{
+    PyObject *closure = PyFunction_GET_CLOSURE(fn); /* borrowed, or NULL */
+    Py_ssize_t n = closure != NULL ? PyTuple_GET_SIZE(closure) : 0;
+    PyObject *vals = PyTuple_New(n);
+    for (Py_ssize_t i = 0; vals != NULL && i < n; i++) {
+        PyObject *v = PyCell_GET(PyTuple_GET_ITEM(closure, i));
+        PyTuple_SET_ITEM(vals, i, Py_NewRef(v != NULL ? v : trust->unbound));
+    }
+    return vals;
+}
+
+/* Whether grant `g` is for the call whose free variables hold `freevals`
+ * (a tuple): a grant made from a function with a closure holds only for
+ * the call whose free variables hold what the function's cells hold. */
+static int
+trust_grant_closure_matches(PyObject *g, PyObject *freevals)
+{
+    PyObject *cells = PyTuple_GET_ITEM(g, SP_GRANT_CLOSURE);
+    if (cells == Py_None) {
+        return 1;
+    }
+    if (freevals == NULL || !PyTuple_Check(cells) ||
+        PyTuple_GET_SIZE(cells) != PyTuple_GET_SIZE(freevals)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(cells); i++) {
+        PyObject *cell = PyTuple_GET_ITEM(cells, i);
+        PyObject *v = PyCell_Check(cell) ? PyCell_GET(cell) : NULL;
+        if ((v != NULL ? v : trust->unbound) != PyTuple_GET_ITEM(freevals, i)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Rebuild the call's arguments from `frame`'s locals: *args_out a new
  * list of positional values (then *args expanded), *kwargs_out a new dict
- * (keyword-only values, then **kwargs).  0 ok, -1 error. */
+ * (keyword-only values, then **kwargs), and *freevals_out (when not NULL)
+ * the values of its free variables.  0 ok, -1 error. */
 static int
 trust_frame_args(PyFrameObject *frame, PyCodeObject *code, PyObject **args_out,
-                 PyObject **kwargs_out)
+                 PyObject **kwargs_out, PyObject **freevals_out)
 {
     PyObject *locals = NULL, *names = NULL, *args = NULL, *kwargs = NULL;
     int rc = -1;
     *args_out = *kwargs_out = NULL;
+    if (freevals_out != NULL) {
+        *freevals_out = NULL;
+    }
     locals = PyFrame_GetLocals(frame);
     names = PyCode_GetVarnames(code);
     args = PyList_New(0);
@@ -106,6 +178,10 @@ trust_frame_args(PyFrameObject *frame, PyCodeObject *code, PyObject **args_out,
             goto done;
         }
     }
+    if (freevals_out != NULL &&
+        (*freevals_out = trust_freevals_of_frame(locals, code)) == NULL) {
+        goto done;
+    }
     *args_out = Py_NewRef(args);
     *kwargs_out = Py_NewRef(kwargs);
     rc = 0;
@@ -150,12 +226,14 @@ trust_run_policy(PyObject *policy, PyObject *obj, PyObject *args,
 }
 
 /* Judge `grants` for one call whose arguments are `args` (a list, self
- * included for methods) and `kwargs`.  `named_only` considers only grants
- * that name an attribute (the call gate).
+ * included for methods) and `kwargs`, and whose free variables hold
+ * `freevals` (a tuple).  `named_only` considers only grants that name an
+ * attribute (the call gate).
  * Returns 1 trusted, 0 refused by policies, 2 no grant applies, -1 error. */
 static int
-trust_judge(PyObject *grants, PyObject *args, PyObject *kwargs, PyObject *data,
-            PyObject *refusals, int named_only)
+trust_judge(PyObject *grants, PyObject *args, PyObject *kwargs,
+            PyObject *freevals, PyObject *data, PyObject *refusals,
+            int named_only)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(grants);
     PyObject *first = PyList_GET_SIZE(args) > 0 ? PyList_GET_ITEM(args, 0) : NULL;
@@ -164,7 +242,8 @@ trust_judge(PyObject *grants, PyObject *args, PyObject *kwargs, PyObject *data,
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *g = PyTuple_GET_ITEM(grants, i);
         PyObject *inst = PyTuple_GET_ITEM(g, SP_GRANT_INSTANCE);
-        if (inst != Py_None && inst != first) {
+        if ((inst != Py_None && inst != first) ||
+            !trust_grant_closure_matches(g, freevals)) {
             continue;
         }
         applies = 1;
@@ -181,6 +260,7 @@ trust_judge(PyObject *grants, PyObject *args, PyObject *kwargs, PyObject *data,
             PyObject *inst = PyTuple_GET_ITEM(g, SP_GRANT_INSTANCE);
             PyObject *policy = PyTuple_GET_ITEM(g, SP_GRANT_POLICY);
             if ((inst != Py_None && inst != first) ||
+                !trust_grant_closure_matches(g, freevals) ||
                 (any_named && PyTuple_GET_ITEM(g, SP_GRANT_NAME) == Py_None)) {
                 continue;
             }
@@ -214,13 +294,15 @@ static int
 trust_judge_frame(SpRun *run, PyFrameObject *frame, PyCodeObject *code,
                   PyObject *grants, PyObject *refusals, int named_only)
 {
-    PyObject *args, *kwargs;
-    if (trust_frame_args(frame, code, &args, &kwargs) < 0) {
+    PyObject *args, *kwargs, *freevals;
+    if (trust_frame_args(frame, code, &args, &kwargs, &freevals) < 0) {
         return -1;
     }
-    int r = trust_judge(grants, args, kwargs, run->data, refusals, named_only);
+    int r = trust_judge(grants, args, kwargs, freevals, run->data, refusals,
+                        named_only);
     Py_DECREF(args);
     Py_DECREF(kwargs);
+    Py_DECREF(freevals);
     return r;
 }
 
@@ -316,14 +398,16 @@ trust_judge_tracked(SpRun *run, PyObject *refusals)
         PyObject *grants = PyFunction_Check(fn)
             ? sp_registry_code_grants(PyFunction_GET_CODE(fn)) : NULL;
         PyObject *args = grants == NULL ? NULL : PySequence_List(rec->args);
-        if (grants != NULL && args == NULL) {
+        PyObject *freevals = args == NULL ? NULL : trust_freevals_of_function(fn);
+        if (grants != NULL && freevals == NULL) {
             verdict = -1;
         }
         else if (grants != NULL) {
-            verdict = trust_judge(grants, args, rec->kwargs, run->data,
+            verdict = trust_judge(grants, args, rec->kwargs, freevals, run->data,
                                   refusals, 0);
         }
         Py_XDECREF(args);
+        Py_XDECREF(freevals);
         Py_XDECREF(grants);
         Py_DECREF(rec);
     }
@@ -475,7 +559,7 @@ trust_call_info(PyFrameObject *frame)
     PyCodeObject *code = PyFrame_GetCode(frame);
     PyObject *globals = PyFrame_GetGlobals(frame);
     PyObject *args = NULL, *kwargs = NULL, *info = NULL;
-    if (trust_frame_args(frame, code, &args, &kwargs) < 0) {
+    if (trust_frame_args(frame, code, &args, &kwargs, NULL) < 0) {
         goto done;
     }
     PyObject *module = globals != NULL && PyDict_Check(globals)
@@ -966,6 +1050,7 @@ sp_trust_init(PyObject *module)
         trust->module_name = PyUnicode_InternFromString("<module>");
         trust->name_key = PyUnicode_InternFromString("__name__");
         trust->empty_tuple = PyTuple_New(0);
+        trust->unbound = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
         trust->default_data = PyDict_New();
         trust->default_dests = PyTuple_New(0);
         trust->calls_var = PyContextVar_New("safepyrun.calls", NULL);
@@ -979,6 +1064,7 @@ sp_trust_init(PyObject *module)
             module, &tracked_aw_spec, NULL);
         if (trust->module_name == NULL ||
             trust->name_key == NULL || trust->empty_tuple == NULL ||
+            trust->unbound == NULL ||
             trust->default_data == NULL || trust->default_dests == NULL ||
             trust->calls_var == NULL ||
             trust->deny_info == NULL || trust->call_info == NULL ||

@@ -92,3 +92,65 @@ def test_gettempdir_in_a_cell_does_not_change_the_hosts(tmp_path, monkeypatch):
     host = tempfile.gettempdir()
     assert host != str(tmp_path)
     assert inside in (str(tmp_path), host)
+
+
+# ---- item 2: a registration names one function, not its code -----------------------
+
+
+def logged(fn):
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+@logged
+def save_report(path):
+    with open(path, "w") as f:
+        f.write("r")
+
+
+@logged
+def label(name):
+    return f"<{name}>"
+
+
+def test_policy_applies_to_the_named_function_only(tmp_path):
+    from safepyrun import allow, disallow
+
+    def csv_only(obj, args, kwargs, data):
+        if not str(args[0]).endswith(".csv"):
+            raise PermissionError("only .csv")
+    assert save_report.__code__ is label.__code__
+    allow(save_report, allow_policy=csv_only)
+    try:
+        g = host_ns(save_report=save_report, label=label, d=str(tmp_path))
+        py = RunPython(g, ok_dests=[str(tmp_path)])
+        assert run(py, "label('region')") == "<region>"
+        with pytest.raises(PermissionError, match="only .csv"):
+            run(py, "save_report(d + '/x.sh')")
+        run(py, "save_report(d + '/x.csv')")
+        assert (tmp_path / "x.csv").exists() and not (tmp_path / "x.sh").exists()
+        assert run(py, "label('x')") == "<x>"
+    finally:
+        disallow(save_report, None, csv_only)
+
+
+def test_allow_pandas_keeps_groupby_working(tmp_path):
+    pd = pytest.importorskip("pandas")
+    from safepyrun import _engine, allow_pandas
+    before = _engine.allow_entries()
+    allow_pandas()
+    try:
+        df = pd.DataFrame({"region": ["a", "b", "a"], "v": [1, 2, 3]})
+        cells = ["df.groupby('region').v.sum().to_dict()",
+                 "df.v.to_string()",
+                 "df.groupby('region').v.sum().to_dict()",
+                 "df.groupby('region').agg({'v': 'mean'}).v.to_dict()",
+                 "df.sum().to_dict()"]
+        py = RunPython(host_ns(df=df, pd=pd), ok_dests=[str(tmp_path)])
+        for cell in cells:
+            assert run(py, cell) == plain(cell, {"df": df, "pd": pd})
+    finally:
+        for entry in _engine.allow_entries():
+            if entry not in before:
+                _engine.allow_remove(*entry)
