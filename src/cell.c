@@ -49,6 +49,8 @@ typedef enum {
 typedef struct {
     PyObject_HEAD
     PyObject *g;       /* owned: the host namespace (dict) */
+    PyObject *ns;      /* owned: the runner's live namespace (dict) */
+    PyObject *synced;  /* owned: the runner's record of g when in step */
     PyObject *banned;  /* owned: tuple of modules the checks refuse */
     SpRun *run;        /* owned: this cell's policy */
     PyObject *source;  /* owned: the code as given */
@@ -72,6 +74,8 @@ cell_tp_traverse(PyObject *self, visitproc visit, void *arg)
     SpCell *c = (SpCell *)self;
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(c->g);
+    Py_VISIT(c->ns);
+    Py_VISIT(c->synced);
     Py_VISIT(c->banned);
     Py_VISIT(c->run);
     Py_VISIT(c->source);
@@ -89,6 +93,8 @@ cell_tp_clear(PyObject *self)
 {
     SpCell *c = (SpCell *)self;
     Py_CLEAR(c->g);
+    Py_CLEAR(c->ns);
+    Py_CLEAR(c->synced);
     Py_CLEAR(c->banned);
     Py_CLEAR(c->run);
     Py_CLEAR(c->source);
@@ -102,8 +108,8 @@ cell_tp_clear(PyObject *self)
 }
 
 PyObject *
-sp_cell_new(PyObject *g, SpRun *run, PyObject *source, PyObject *banned,
-            int ban_defs, int checks)
+sp_cell_new(PyObject *g, PyObject *ns, PyObject *synced, SpRun *run,
+            PyObject *source, PyObject *banned, int ban_defs, int checks)
 {
     SpCell *cell = PyObject_GC_New(SpCell, cell_global->cell_type);
     if (cell == NULL) {
@@ -111,6 +117,8 @@ sp_cell_new(PyObject *g, SpRun *run, PyObject *source, PyObject *banned,
     }
     Py_INCREF(cell_global->cell_type);
     cell->g = Py_NewRef(g);
+    cell->ns = Py_NewRef(ns);
+    cell->synced = Py_NewRef(synced);
     cell->banned = Py_NewRef(banned);
     cell->run = (SpRun *)Py_NewRef(run);
     cell->source = Py_NewRef(source);
@@ -507,12 +515,14 @@ cell_start(SpCell *self)
     if (self->monitored && sp_monitor_watch_cell(self->code) < 0) {
         return -1;
     }
-    /* A copy of the host namespace: the cell's top-level names are its
-     * globals; new ones reach the host through sp_export_names. */
-    self->globals = PyDict_Copy(self->g);
-    if (self->globals == NULL) {
+    /* The runner's live namespace, shared by its cells as IPython's cells
+     * share one (a function an earlier cell defined sees names later cells
+     * rebind), brought in step with the host's changes to g; the cell's
+     * top-level names are its globals, and reach g by the export rule. */
+    if (sp_export_sync_in(self->g, self->ns, self->synced) < 0) {
         return -1;
     }
+    self->globals = Py_NewRef(self->ns);
     /* As exec() does: without __builtins__ a cell's imports misbehave. */
     if (PyDict_SetDefault(self->globals, cell_global->builtins_name,
                           PyEval_GetBuiltins()) == NULL) {
@@ -574,7 +584,7 @@ cell_export_on_error(SpCell *self)
     if (PyDict_DelItem(self->globals, sp_compile_result_name()) < 0) {
         PyErr_Clear();
     }
-    if (sp_export_names(self->globals, self->g) < 0) {
+    if (sp_export_names(self->globals, self->g, self->synced) < 0) {
         PyErr_WriteUnraisable(self->g);
     }
     sp_err_set_raised(pending);
@@ -639,7 +649,7 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
             if (result == NULL) {
                 goto fail;
             }
-            if (sp_export_names(self->globals, self->g) < 0) {
+            if (sp_export_names(self->globals, self->g, self->synced) < 0) {
                 Py_DECREF(result);
                 goto fail;
             }

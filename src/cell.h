@@ -7,11 +7,14 @@
 /* Create the Cell type.  0 / -1. */
 int sp_cell_init(PyObject *module);
 
-/* A Cell that will run `source` (any object: checked when awaited) in a
- * copy of the host namespace `g` (a dict) under `run`; `banned` (a tuple)
- * and `ban_defs` are the syntax-tree rules, applied when `checks`.  Takes
- * its own references.  New reference or NULL. */
-PyObject *sp_cell_new(PyObject *g, SpRun *run, PyObject *source,
-                      PyObject *banned, int ban_defs, int checks);
+/* A Cell that will run `source` (any object: checked when awaited) under
+ * `run` in the runner's live namespace `ns` (a dict shared by its cells,
+ * brought in step with the host namespace `g` first; `synced` records g
+ * as it was when last in step; see export.h); `banned` (a tuple) and
+ * `ban_defs` are the syntax-tree rules, applied when `checks`.  Takes its
+ * own references.  New reference or NULL. */
+PyObject *sp_cell_new(PyObject *g, PyObject *ns, PyObject *synced,
+                      SpRun *run, PyObject *source, PyObject *banned,
+                      int ban_defs, int checks);
 
 #endif /* SP_CELL_H */

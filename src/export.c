@@ -86,7 +86,39 @@ export_py_should(PyObject *module, PyObject *const *args,
  * can run code that changes either namespace, so nothing is borrowed
  * across a lookup. */
 int
-sp_export_names(PyObject *globals, PyObject *g)
+sp_export_sync_in(PyObject *g, PyObject *ns, PyObject *synced)
+{
+    /* Host changes: a name whose value in g is not the one g had when the
+     * namespaces were last in step was set (or deleted) by the host. */
+    PyObject *items = PyDict_Items(g); /* owned: a snapshot */
+    PyObject *gone = items == NULL ? NULL : PyDict_Keys(synced);
+    int rc = items == NULL || gone == NULL ? -1 : 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(items); i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i);
+        PyObject *k = PyTuple_GET_ITEM(pair, 0), *v = PyTuple_GET_ITEM(pair, 1);
+        PyObject *was = NULL;
+        int found = sp_dict_get_ref(synced, k, &was);
+        if (found < 0 || ((found == 0 || was != v) && PyDict_SetItem(ns, k, v) < 0)) {
+            rc = -1;
+        }
+        Py_XDECREF(was);
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(gone); i++) {
+        PyObject *k = PyList_GET_ITEM(gone, i);
+        int still = PyDict_Contains(g, k);
+        if (still < 0 || (still == 0 && PyDict_DelItem(ns, k) < 0 &&
+                          !PyErr_ExceptionMatches(PyExc_KeyError))) {
+            rc = -1;
+        }
+        PyErr_Clear();
+    }
+    Py_XDECREF(items);
+    Py_XDECREF(gone);
+    return rc;
+}
+
+int
+sp_export_names(PyObject *globals, PyObject *g, PyObject *synced)
 {
     PyObject *items = PyDict_Items(globals); /* owned: list of (k, v) */
     if (items == NULL) {
@@ -111,6 +143,12 @@ sp_export_names(PyObject *globals, PyObject *g)
         }
     }
     Py_DECREF(items);
+    if (rc == 0 && synced != NULL) {
+        /* In step again: what g holds now is what the next cell starts
+         * from. */
+        PyDict_Clear(synced);
+        rc = PyDict_Update(synced, g);
+    }
     return rc;
 }
 

@@ -11,8 +11,13 @@ int sp_export_init(PyObject *module);
  * (a dict), 0 if not, -1 on error. */
 int sp_export_should(PyObject *k, PyObject *v, PyObject *g);
 
-/* Copy new and changed names from `globals` to `g` by the rule above.
- * 0 / -1. */
-int sp_export_names(PyObject *globals, PyObject *g);
+/* Before a cell of a runner: bring the host's changes to `g` (names set or
+ * deleted since the namespaces were last in step, as recorded in `synced`)
+ * into the runner's live namespace `ns`.  0 / -1. */
+int sp_export_sync_in(PyObject *g, PyObject *ns, PyObject *synced);
+
+/* Copy new and changed names from `globals` to `g` by the rule above;
+ * then, when `synced` is not NULL, record g's contents in it.  0 / -1. */
+int sp_export_names(PyObject *globals, PyObject *g, PyObject *synced);
 
 #endif /* SP_EXPORT_H */

@@ -29,6 +29,8 @@ typedef struct {
     PyObject *banned;   /* owned: tuple of str */
     PyObject *data;     /* owned: dict for policies (RunPython's keywords) */
     PyObject *pre_deny; /* owned: callable or None */
+    PyObject *ns;       /* owned: the live namespace its cells share */
+    PyObject *synced;   /* owned: g as it was when ns and g were in step */
     int ban_defs;
     int yolo;
 } SpRunner;
@@ -43,6 +45,8 @@ runner_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(r->banned);
     Py_VISIT(r->data);
     Py_VISIT(r->pre_deny);
+    Py_VISIT(r->ns);
+    Py_VISIT(r->synced);
     return 0;
 }
 
@@ -55,6 +59,8 @@ runner_tp_clear(PyObject *self)
     Py_CLEAR(r->banned);
     Py_CLEAR(r->data);
     Py_CLEAR(r->pre_deny);
+    Py_CLEAR(r->ns);
+    Py_CLEAR(r->synced);
     return 0;
 }
 
@@ -97,6 +103,11 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->g = Py_NewRef(g);
     self->pre_deny = Py_NewRef(pre_deny);
+    self->ns = PyDict_New();
+    self->synced = PyDict_New();
+    if (self->ns == NULL || self->synced == NULL) {
+        goto error;
+    }
     self->ban_defs = ban_defs;
     self->yolo = yolo;
     self->ok_dests = sp_paths_normalise_dests(ok_dests);
@@ -200,8 +211,8 @@ runner_run(PyObject *self, PyObject *source)
     if (run == NULL) {
         return NULL;
     }
-    PyObject *cell = sp_cell_new(r->g, run, source, r->banned, r->ban_defs,
-                                 !r->yolo);
+    PyObject *cell = sp_cell_new(r->g, r->ns, r->synced, run, source,
+                                 r->banned, r->ban_defs, !r->yolo);
     Py_DECREF(run);
     return cell;
 }

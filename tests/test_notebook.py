@@ -154,3 +154,75 @@ def test_allow_pandas_keeps_groupby_working(tmp_path):
         for entry in _engine.allow_entries():
             if entry not in before:
                 _engine.allow_remove(*entry)
+
+
+# ---- item 1: the cells of a runner share one live namespace ------------------------
+
+
+def session(cells, g_updates=None):
+    """Run `cells` in the sandbox and under plain exec sharing one dict (as
+    IPython does); return both lists of values.  `g_updates` maps a cell
+    index to host changes applied to g before that cell."""
+    g_updates = g_updates or {}
+    g = host_ns()
+    py = RunPython(g, ok_dests=[])
+    plain_g = host_ns()
+    ours, theirs = [], []
+    for i, cell in enumerate(cells):
+        for k, v in g_updates.get(i, {}).items():
+            g[k] = v
+            plain_g[k] = v
+        ours.append(run(py, cell))
+        theirs.append(plain(cell, plain_g))
+    return ours, theirs, g
+
+
+@pytest.mark.parametrize("cells, updates", [
+    # a helper redefined later is seen by functions defined earlier
+    (["def helper(x):\n    return x + 1\ndef f(x):\n    return helper(x) * 2\nf(1)",
+      "def helper(x):\n    return x + 10\nf(1)"], {}),
+    # a threshold rebound later is seen by an earlier function
+    (["THRESHOLD = 0.5\ndef classify(v):\n    return v > THRESHOLD\nclassify(0.6)",
+      "THRESHOLD = 0.8\nclassify(0.6)"], {}),
+    # global counter inside a function defined in one cell
+    (["counter = 0\ndef bump():\n    global counter\n    counter += 1\n    return counter",
+      "bump()\nbump()", "counter"], {}),
+    # private names live in the session, not in g
+    (["_cache = {}\ndef remember(k, v):\n    _cache[k] = v\n    return len(_cache)",
+      "remember('a', 1)\nremember('b', 2)", "len(_cache)"], {}),
+    # the host's changes to g are visible to the next cell
+    (["def scaled(v):\n    return v * factor\nfactor = 2\nscaled(3)",
+      "scaled(3)"], {1: {"factor": 10}}),
+    # comprehensions and closures see earlier names
+    (["base = [1, 2, 3]", "offset = 5\n[b + offset for b in base]",
+      "adder = lambda v: v + offset\noffset = 7\nadder(1)"], {}),
+])
+def test_multi_cell_session_matches_plain_exec(cells, updates):
+    ours, theirs, g = session(cells, updates)
+    assert ours == theirs
+
+
+def test_session_exports_follow_the_rules():
+    ours, theirs, g = session(["x = 1\n_y = 2\nz_ = 3\ndef f():\n    return x",
+                               "x = 5\nf()"])
+    assert ours == theirs == [None, 5]
+    assert g["x"] == 5 and "_y" not in g and g["z_"] == 3
+    assert g["f"]() == 5
+
+
+def test_host_deleting_a_name_is_seen():
+    g = host_ns()
+    py = RunPython(g)
+    run(py, "a = 1")
+    del g["a"]
+    with pytest.raises(NameError):
+        run(py, "a")
+
+
+def test_session_does_not_shadow_host_callables():
+    def host_tool():
+        return "host"
+    g = host_ns(host_tool=host_tool)
+    py = RunPython(g)
+    run(py, "def host_tool():\n    return 'cell'")
+    assert g["host_tool"] is host_tool
