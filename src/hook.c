@@ -41,6 +41,10 @@
 /* This file's part of the engine state (state.h). */
 static struct sp_hook_state *const hook_global = &sp_state.hook;
 
+/* Set on this thread while the guarded ThreadPoolExecutor.submit calls
+ * the real one (a worker thread it starts is allowed). */
+static _Thread_local int hook_in_submit;
+
 /* Longest repr shown for an offending argument. */
 #define HOOK_MAX_SHOWN 200
 /* Frames shown in a call chain (the innermost ones, then the cell). */
@@ -724,6 +728,9 @@ hook_judge(SpRun *run, const sp_rule *rule, const char *event,
         }
         break;
     case SP_RULE_THREAD: {
+        if (hook_in_submit) {
+            return 0; /* an executor's worker for work that stays gated */
+        }
         int in_to_thread = hook_in_to_thread();
         if (in_to_thread != 0) {
             return in_to_thread < 0 ? -1 : 0;
@@ -869,8 +876,13 @@ hook_guarded_submit(PyObject *unused, PyObject *const *args, size_t nargsf,
     for (Py_ssize_t i = 1; i < nargs + nkw; i++) {
         stack[i + 1] = args[i];
     }
+    /* The executor may start a worker thread for this work: allowed, as
+     * every item this guard submits runs in its submitter's context. */
+    int was_submitting = hook_in_submit;
+    hook_in_submit = 1;
     PyObject *res = PyObject_Vectorcall(hook_global->submit, stack, nargs + 1,
                                         kwnames);
+    hook_in_submit = was_submitting;
     PyMem_Free(stack);
     Py_DECREF(ctx_run);
     return res;

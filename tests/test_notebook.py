@@ -226,3 +226,29 @@ def test_session_does_not_shadow_host_callables():
     py = RunPython(g)
     run(py, "def host_tool():\n    return 'cell'")
     assert g["host_tool"] is host_tool
+
+
+# ---- item 9: name look-ups through the event loop --------------------------------
+
+
+def test_loop_getaddrinfo_in_a_cell():
+    code = ("import asyncio\n"
+            "r = await asyncio.get_running_loop().getaddrinfo('localhost', 80)\n"
+            "sorted({x[4][1] for x in r})")
+    assert run(RunPython(host_ns()), code) == [80]
+
+
+def test_executor_worker_threads_still_run_gated(marker):
+    code = ("import asyncio, os\n"
+            "loop = asyncio.get_running_loop()\n"
+            f"await loop.run_in_executor(None, os.system, 'touch {marker}')")
+    with pytest.raises(PermissionError, match="os.system"):
+        run(RunPython(host_ns()), code)
+    assert not marker.exists()
+
+
+def test_starting_an_executor_worker_by_hand_is_refused():
+    code = ("import concurrent.futures as cf\n"
+            "ex = cf.ThreadPoolExecutor()\nex._adjust_thread_count()")
+    with pytest.raises(PermissionError, match="start a thread"):
+        run(RunPython(host_ns()), code)
