@@ -839,6 +839,28 @@ done:
 }
 #endif
 
+/* Whether `executor` is the running event loop's default executor.
+ * 1 / 0 / -1. */
+static int
+hook_is_default_executor(PyObject *executor)
+{
+    PyObject *loop = hook_global->get_running_loop == NULL ? NULL
+        : PyObject_CallNoArgs(hook_global->get_running_loop);
+    if (loop == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *dflt = loop == Py_None ? NULL
+        : PyObject_GetAttrString(loop, "_default_executor");
+    if (dflt == NULL) {
+        PyErr_Clear();
+    }
+    int is_default = dflt != NULL && dflt == executor;
+    Py_XDECREF(dflt);
+    Py_DECREF(loop);
+    return is_default;
+}
+
 /* ThreadPoolExecutor.submit, as installed by sp_hook_before_run: work
  * submitted from inside a gated run runs in a copy of the submitter's
  * context, so it stays gated in the worker thread (asyncio.to_thread does
@@ -876,10 +898,18 @@ hook_guarded_submit(PyObject *unused, PyObject *const *args, size_t nargsf,
     for (Py_ssize_t i = 1; i < nargs + nkw; i++) {
         stack[i + 1] = args[i];
     }
-    /* The executor may start a worker thread for this work: allowed, as
-     * every item this guard submits runs in its submitter's context. */
+    /* asyncio's own executor (loop.run_in_executor(None, ...),
+     * loop.getaddrinfo) may start a worker thread for this work: allowed,
+     * as every item this guard submits runs in its submitter's context.
+     * Executors a cell makes stay refused. */
     int was_submitting = hook_in_submit;
-    hook_in_submit = 1;
+    int is_default = hook_is_default_executor(args[0]);
+    if (is_default < 0) {
+        PyMem_Free(stack);
+        Py_DECREF(ctx_run);
+        return NULL;
+    }
+    hook_in_submit = is_default;
     PyObject *res = PyObject_Vectorcall(hook_global->submit, stack, nargs + 1,
                                         kwnames);
     hook_in_submit = was_submitting;
@@ -945,6 +975,13 @@ sp_hook_before_run(void)
         return -1;
     }
     if (hook_global->submit == NULL && hook_guard_executor() < 0) {
+        return -1;
+    }
+    PyObject *events = PyImport_ImportModule("asyncio.events");
+    hook_global->get_running_loop = events == NULL ? NULL
+        : PyObject_GetAttrString(events, "_get_running_loop");
+    Py_XDECREF(events);
+    if (hook_global->get_running_loop == NULL) {
         return -1;
     }
     PyObject *mod = PyImport_ImportModule("asyncio.threads");

@@ -124,6 +124,7 @@ typedef struct {
         PyObject *package_name;   /* "safepyrun" */
         PyObject *to_thread_code; /* asyncio.to_thread.__code__ */
         PyObject *submit;         /* the real ThreadPoolExecutor.submit */
+        PyObject *get_running_loop; /* asyncio.events._get_running_loop */
         PyObject *guarded_types;  /* classes a cell may not change */
         PyObject *start_thread;   /* 3.11: the real _thread.start_new_thread */
     } hook;
