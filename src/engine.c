@@ -175,22 +175,51 @@ engine_chk_dest(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *path = args[0], *given = args[1], *dests = NULL, *res = NULL;
-    PyObject *resolved = NULL;
-    if (PyDict_Check(given)) {
-        given = PyDict_GetItemString(given, "ok_dests"); /* borrowed */
-        if (given == NULL) {
-            PyErr_SetString(PyExc_KeyError,
-                            "chk_dest(): the data mapping has no 'ok_dests'");
+    PyObject *resolved = NULL, *fs = NULL, *text = NULL, *expanded = NULL;
+    PyObject *from_data = NULL; /* owned: ok_dests read from a data mapping */
+    if (PyDict_Check(given) || Py_IS_TYPE(given, &PyDictProxy_Type)) {
+        from_data = PyMapping_GetItemString(given, "ok_dests");
+        if (from_data == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_KeyError)) {
+                PyErr_SetString(PyExc_KeyError,
+                                "chk_dest(): the data mapping has no 'ok_dests'");
+            }
             return NULL;
         }
+        given = from_data;
     }
     dests = sp_paths_normalise_dests(given);
+    Py_XDECREF(from_data);
     if (dests == NULL) {
         return NULL;
     }
     if (dests != Py_None) {
-        int ok = sp_paths_check_write(path, -1, SP_PATH_FOLLOW | SP_PATH_SELF,
+        /* The effect will ask the path object again: only a stable one can
+         * be judged (paths.h).  A leading "~" is read both ways: open()
+         * takes it literally, pandas and most libraries expand it. */
+        if (!sp_paths_stable(path)) {
+            PyErr_Format(PyExc_PermissionError,
+                         "Dest %.200s object not allowed: a path object of the "
+                         "sandbox's own class could name another file to the "
+                         "write; pass a str or pathlib.Path", SP_TYPE_NAME(path));
+            goto done;
+        }
+        fs = PyOS_FSPath(path);
+        text = fs == NULL ? NULL
+             : PyBytes_Check(fs) ? PyUnicode_DecodeFSDefaultAndSize(
+                                       PyBytes_AS_STRING(fs), PyBytes_GET_SIZE(fs))
+                                 : PyUnicode_FromObject(fs);
+        expanded = text == NULL ? NULL : sp_paths_expand_user(text);
+        if (expanded == NULL) {
+            goto done;
+        }
+        int ok = sp_paths_check_write(text, -1, SP_PATH_FOLLOW | SP_PATH_SELF,
                                       dests, &resolved);
+        if (ok > 0 && PyUnicode_Compare(expanded, text) != 0) {
+            Py_CLEAR(resolved);
+            ok = sp_paths_check_write(expanded, -1, SP_PATH_FOLLOW | SP_PATH_SELF,
+                                      dests, &resolved);
+        }
         if (ok < 0) {
             goto done;
         }
@@ -207,6 +236,9 @@ engine_chk_dest(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     res = Py_NewRef(Py_None);
 done:
     Py_XDECREF(resolved);
+    Py_XDECREF(fs);
+    Py_XDECREF(text);
+    Py_XDECREF(expanded);
     Py_DECREF(dests);
     return res;
 }

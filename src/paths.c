@@ -22,6 +22,8 @@
  * (entries' __fspath__, iterating a set subclass).
  */
 #include "paths.h"
+
+#include "gate.h"
 #include "state.h"
 
 #include <errno.h>
@@ -443,8 +445,8 @@ done:
 
 /* Expand a leading "~" or "~user" as os.path.expanduser does; an unknown
  * user or no home leaves the entry as written.  `s` is a NUL-free str. */
-static PyObject *
-paths_expand_user(PyObject *s)
+PyObject *
+sp_paths_expand_user(PyObject *s)
 {
     PyObject *user = NULL, *home = NULL, *tail = NULL, *result = NULL;
     Py_ssize_t len = PyUnicode_GetLength(s);
@@ -553,7 +555,7 @@ paths_normalise_one(PyObject *item)
                         "embedded null character in ok_dests entry");
         goto done;
     }
-    result = paths_expand_user(str);
+    result = sp_paths_expand_user(str);
     if (result == NULL) {
         goto done;
     }
@@ -616,20 +618,52 @@ error:
 
 /* ---- stable path objects ---------------------------------------------------- */
 
+/* Whether the method `name` that a conversion of an instance of `tp`
+ * would run may answer differently each time: it is a cell's function, or
+ * a callable of another kind stored in a Python class (a functools.partial
+ * over an iterator).  Reads the class dictionaries, running nothing. */
+static int
+paths_method_unstable(PyTypeObject *tp, const char *name)
+{
+    PyObject *mro = tp->tp_mro; /* borrowed */
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        PyObject *dict = sp_type_dict(base);
+        PyObject *fn = NULL; /* owned */
+        int found = dict == NULL ? -1 : sp_dict_get_ref_str(dict, name, &fn);
+        Py_XDECREF(dict);
+        if (found != 0) {
+            int unstable = found < 0 ||
+                (PyFunction_Check(fn)
+                     ? sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(fn))
+                     : (base->tp_flags & Py_TPFLAGS_HEAPTYPE) != 0);
+            PyErr_Clear();
+            Py_XDECREF(fn);
+            return unstable;
+        }
+    }
+    return 0;
+}
+
 int
 sp_paths_stable(PyObject *path)
 {
+    PyTypeObject *tp = Py_TYPE(path);
     if (PyUnicode_Check(path) || PyBytes_Check(path) || PyLong_CheckExact(path) ||
-        !(Py_TYPE(path)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        !(tp->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
         return 1;
     }
     PyObject *types = sp_state.paths.pathlib_types; /* borrowed */
     for (Py_ssize_t i = 0; types != NULL && i < PyTuple_GET_SIZE(types); i++) {
-        if ((PyObject *)Py_TYPE(path) == PyTuple_GET_ITEM(types, i)) {
+        if ((PyObject *)tp == PyTuple_GET_ITEM(types, i)) {
             return 1;
         }
     }
-    return 0;
+    /* A host's path class converts with the host's code; a class of the
+     * sandbox's own, or one overriding how a path turns into text, does
+     * not. */
+    return !paths_method_unstable(tp, "__fspath__") &&
+           !paths_method_unstable(tp, "__str__");
 }
 
 PyObject *

@@ -45,13 +45,20 @@ PyObject *sp_paths_resolve(PyObject *path, int dir_fd, int follow);
 int sp_paths_check_write(PyObject *path, int dir_fd, int flags,
                          PyObject *dests, PyObject **resolved);
 
+/* `s` (a str) with a leading "~" or "~user" expanded as os.path.expanduser
+ * does; other strings unchanged.  New reference or NULL. */
+PyObject *sp_paths_expand_user(PyObject *s);
+
 /* Whether the path an object names is stable: asking it twice gives the
  * same answer.  A write check asks os.fspath(path) once and the effect
  * asks again, so a path object whose __fspath__ (or __str__, for a pathlib
  * subclass) is the sandbox's own could pass the check with one path and
  * write another.  Stable: str, bytes (subclasses too: their data is used,
  * not their methods), int descriptors, objects of static (C) types such as
- * os.DirEntry, and the exact pathlib classes.  No Python code runs. */
+ * os.DirEntry, the exact pathlib classes, and classes whose __fspath__ and
+ * __str__ are the host's functions.  Not stable: a class whose __fspath__
+ * or __str__ is a cell's function or a non-function callable stored in a
+ * Python class.  No Python code runs. */
 int sp_paths_stable(PyObject *path);
 
 /* Whether `path` (as sp_paths_resolve takes it) names an existing

@@ -279,7 +279,17 @@ trust_judge(PyObject *grants, PyObject *args, PyObject *kwargs,
             if (rest == NULL) {
                 return -1;
             }
-            int r = trust_run_policy(policy, obj, rest, kwargs, data, refusals);
+            /* A read-only view of a copy per call: a policy (or what it
+             * calls) cannot change the run's data for the next one. */
+            PyObject *copy = PyDict_Copy(data);
+            PyObject *view = copy == NULL ? NULL : PyDictProxy_New(copy);
+            Py_XDECREF(copy);
+            if (view == NULL) {
+                Py_DECREF(rest);
+                return -1;
+            }
+            int r = trust_run_policy(policy, obj, rest, kwargs, view, refusals);
+            Py_DECREF(view);
             Py_DECREF(rest);
             if (r != 0) {
                 return r; /* 1 passed, -1 error */

@@ -607,3 +607,63 @@ def test_pathlib_classes_cannot_be_patched(sq):
     run(py, "from pathlib import Path\n"
             "(Path(inside) / 'fine.txt').write_text('ok')")
     assert (inside / "fine.txt").read_text() == "ok"
+
+
+# ---- policies judge the path the effect will use; their data is read-only ------
+
+
+def write_text(path, text="x"):
+    with open(os.path.expanduser(os.fspath(path)), "w") as f:
+        f.write(text)
+
+
+def test_policy_refuses_a_cell_path_object_and_reads_tilde_both_ways(tmp_path,
+                                                                     monkeypatch):
+    from safepyrun import PosAllowPolicy
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    allow(write_text, allow_policy=PosAllowPolicy(0))
+    g = host_ns(write_text=write_text, out=str(tmp_path / "out.txt"),
+                ok=str(work / "ok.txt"))
+    py = RunPython(g, ok_dests=["."])
+    # '~/x.csv' is '.'-relative to open() but $HOME to this tool.
+    with pytest.raises(PermissionError):
+        run(py, "write_text('~/x.csv')")
+    assert not (home / "x.csv").exists()
+    cell = """
+class Flip:
+    n = 0
+    def __fspath__(self):
+        Flip.n += 1
+        return ok if Flip.n == 1 else out
+write_text(Flip())
+"""
+    with pytest.raises(PermissionError):
+        run(py, cell)
+    assert not (tmp_path / "out.txt").exists()
+    run(py, "write_text('fine.txt')")
+    assert (work / "fine.txt").exists()
+
+
+def test_policy_data_is_read_only(tmp_path):
+    seen = []
+
+    def sneaky(obj, args, kwargs, data):
+        seen.append(type(data).__name__)
+        try:
+            data["ok_dests"] = None
+        except TypeError:
+            seen.append("read-only")
+
+    def tool(path):
+        return path
+    allow(tool, allow_policy=sneaky)
+    py = RunPython(host_ns(tool=tool), ok_dests=[str(tmp_path)])
+    run(py, "tool('a')")
+    run(py, "tool('b')")
+    assert seen == ["mappingproxy", "read-only"] * 2
+    assert py.ok_dests == (str(tmp_path),)
