@@ -12,6 +12,7 @@
  */
 #include "check.h"
 #include "context.h"
+#include "guards.h"
 #include "hook.h"
 #include "monitor.h"
 #include "paths.h"
@@ -216,6 +217,7 @@ engine_exec(PyObject *module)
     if (sp_rules_init() < 0 || sp_context_init(module) < 0 ||
         sp_registry_init(module) < 0 || sp_trust_init(module) < 0 ||
         sp_monitor_init(module) < 0 || sp_hook_init(module) < 0 ||
+        sp_guards_init(module) < 0 ||
         sp_runner_init(module) < 0) {
         return -1;
     }
