@@ -17,6 +17,7 @@
  */
 #include "monitor.h"
 
+#include "guards.h"
 #include "registry.h"
 #include "trust.h"
 
@@ -174,9 +175,7 @@ monitor_claim_tool(PyObject *mon)
 static PyObject *
 monitor_module(void)
 {
-    PyObject *sys = PyImport_ImportModule("sys");
-    PyObject *mon = sys == NULL ? NULL : PyObject_GetAttrString(sys, "monitoring");
-    Py_XDECREF(sys);
+    PyObject *mon = sp_guards_monitoring(); /* the unguarded functions */
     if (mon != NULL && monitor.tool_id < 0 && monitor_claim_tool(mon) < 0) {
         Py_CLEAR(mon);
     }
