@@ -32,6 +32,7 @@
 
 #include "check.h"
 #include "context.h"
+#include "guards.h"
 #include "hook.h"
 #include "monitor.h"
 #include "paths.h"
@@ -987,7 +988,7 @@ cell_start(SpCell *self)
                           PyEval_GetBuiltins()) == NULL) {
         return -1;
     }
-    if (cell_begin(self) < 0) {
+    if (cell_begin(self) < 0 || sp_guards_before_run() < 0) {
         return -1;
     }
     sp_monitor_saved saved;
