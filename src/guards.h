@@ -13,14 +13,14 @@
 #include "compat.h"
 
 /* Install the guards on the modules that are cheap to import (posix,
- * _posixsubprocess, _signal, atexit, _imp, sys.monitoring, weakref) and on
+ * _posixsubprocess, _signal, atexit, _imp, sys.monitoring) and on
  * any other guarded module already imported.  Idempotent: a second import
  * of the engine module does nothing.  0 ok, -1 error. */
 int sp_guards_init(PyObject *module);
 
 /* Called by the runner before a cell starts, outside the run's context:
- * guards the pure-Python registration points (asyncio's Handle,
- * concurrent.futures' _WorkItem) once their modules are loaded.  A few
+ * guards the pure-Python registration points (weakref.finalize, asyncio's
+ * Handle, concurrent.futures' _WorkItem) once their modules are loaded.  A few
  * dict look-ups until everything is guarded, then nothing.  0 ok, -1
  * error. */
 int sp_guards_before_run(void);
