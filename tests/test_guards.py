@@ -269,13 +269,13 @@ def test_environ_data_changes_are_judged(py):
         "del os.environ._data[b'PATH']",
         "os.environ._data.pop(b'PATH')",
         "os.environ._data.update({b'PATH': b'/evil'})",
-        "os.environ._data.setdefault(b'LD_PRELOAD', b'/evil.so')",
+        "os.environ._data.setdefault(b'PYTHONSPRGUARD', b'/evil')",
         "os.environ._data.clear()",
         "import posix\nposix.environ[b'PATH'] = b'/evil'",
     ]:
         refused(py, code, None, "environment variable")
         assert os.environ.get("PATH") == path, code
-    assert "LD_PRELOAD" not in os.environ
+    assert "PYTHONSPRGUARD" not in os.environ
     assert shutil.which("sh") == which
     # Going around the guard: the data is no dict, and gc does not hand
     # out the one it wraps.
@@ -691,3 +691,46 @@ def test_gap_environ_data_rebound(py):
     finally:
         os.environ._data = data
     assert seen != "/evil"
+
+
+# --- adversarial arguments and reference counts ----------------------------------
+
+def test_fspath_that_raises(py, tmp_path):
+    py.g["target"] = str(tmp_path / "f")
+    with pytest.raises(ZeroDivisionError):
+        run(py, "class Bad:\n"
+                "    def __fspath__(self):\n        1 / 0\n"
+                "os.mkfifo(Bad())")
+    with pytest.raises(TypeError):
+        run(py, "os.mkfifo(object())")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_guards_keep_reference_counts(tmp_path):
+    path = str(tmp_path / "x")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    env_key = b"SPR_GUARD_RC"
+    try:
+        before = (sys.getrefcount(path), sys.getrefcount(env_key))
+        for _ in range(1000):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+            os.environ._data[env_key] = b"1"
+            del os.environ._data[env_key]
+            with pytest.raises(TypeError):
+                os.mkfifo(path, 0o600, 1, 2, 3)
+        assert (sys.getrefcount(path), sys.getrefcount(env_key)) == before
+    finally:
+        os.close(fd)
+
+
+def test_bound_call_reference_counts(py):
+    class Callback:
+        def __call__(self, *a):
+            pass
+    cb = Callback()
+    py.g["cb"] = cb
+    before = sys.getrefcount(cb)
+    for _ in range(50):
+        run(py, "import atexit\natexit.register(cb)\natexit.unregister(cb)")
+    gc.collect()
+    assert sys.getrefcount(cb) == before
