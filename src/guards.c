@@ -1575,6 +1575,55 @@ guards_is_real(PyObject *obj, int g)
             PyCFunction_GET_FUNCTION(obj) == PyCFunction_GET_FUNCTION(real));
 }
 
+/* A single-phase extension module (_tkinter on 3.11-3.13) keeps a copy of
+ * its first namespace that every re-import starts from, and that copy is a
+ * dict the collector tracks: replace real function `g` by its guard in
+ * every dict that holds it, so that neither a re-import nor gc.get_objects()
+ * hands out the real function.  One walk of the heap, done once per
+ * captured function of such a module.  0 ok, -1 error. */
+static int
+guards_replace_in_referrers(int g)
+{
+    PyObject *gc = NULL, *refs = NULL; /* owned */
+    int rc = -1;
+    gc = PyImport_ImportModule("gc");
+    refs = gc == NULL ? NULL
+                      : PyObject_CallMethod(gc, "get_referrers", "O", guards.real[g]);
+    if (refs == NULL || !PyList_Check(refs)) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++) {
+        PyObject *dict = PyList_GET_ITEM(refs, i);
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        while (PyDict_CheckExact(dict) && PyDict_Next(dict, &pos, &key, &value)) {
+            /* Same key: the dict's size does not change. */
+            if (value == guards.real[g] &&
+                PyDict_SetItem(dict, key, guards.guard[g]) < 0) {
+                goto done;
+            }
+        }
+    }
+    rc = 0;
+done:
+    Py_XDECREF(gc);
+    Py_XDECREF(refs);
+    return rc;
+}
+
+/* Whether `mod` comes from a single-phase extension (a definition without
+ * slots, and with functions). */
+static int
+guards_single_phase(PyObject *mod)
+{
+    PyModuleDef *def = PyModule_Check(mod) ? PyModule_GetDef(mod) : NULL;
+    if (def == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return def->m_slots == NULL;
+}
+
 /* Capture the real function `g` from `attr` (the first time) and build its
  * guard.  0 ok, -1 error. */
 static int
@@ -1671,6 +1720,10 @@ guards_patch_module(PyObject *mod, size_t m)
                 continue; /* replaced by the host: not ours to guard */
             }
             replace = guards_capture(g, attr, modname) == 0 ? 1 : -1;
+            if (replace > 0 && guards_single_phase(mod) &&
+                guards_replace_in_referrers(g) < 0) {
+                replace = -1;
+            }
         }
         else {
             replace = guards_is_real(attr, g);

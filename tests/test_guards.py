@@ -366,14 +366,44 @@ def test_fresh_copy_made_outside_a_run_is_guarded(keep_modules):
 
 
 def test_real_functions_are_not_reachable_through_gc(py):
-    names = ("fork_exec", "mkfifo", "open", "register", "create_builtin",
-             "set_events")
-    found = run(py, "import gc\n"
-                    f"[repr(o) for o in gc.get_objects() if type(o) is type(len)"
-                    f" and o.__name__ in {names!r} and o.__self__ is not None"
-                    f" and getattr(o.__self__, '__name__', '') in"
-                    f" ('posix', '_posixsubprocess', 'atexit', '_imp', 'sys.monitoring')]")
+    for name in ("readline", "_tkinter", "_posixshmem"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    found = run(py, """
+import gc
+mods = ('posix', '_posixsubprocess', '_signal', 'atexit', '_imp',
+        'sys.monitoring', 'readline', '_tkinter', '_posixshmem')
+names = {'open', 'mkfifo', 'mknod', 'memfd_create', 'fork_exec',
+         'pidfd_send_signal', 'signal', 'register', 'shm_open', 'shm_unlink',
+         'write_history_file', 'append_history_file', 'create',
+         'create_builtin', 'exec_builtin', 'create_dynamic', 'exec_dynamic',
+         'use_tool_id', 'free_tool_id', 'clear_tool_id', 'set_events',
+         'set_local_events', 'restart_events', 'register_callback'}
+def real(o):
+    return (type(o) is type(len) and o.__self__ is not None
+            and o.__name__ in names
+            and getattr(o.__self__, '__name__', '') in mods
+            and o is not getattr(sys.modules.get(o.__self__.__name__),
+                                 o.__name__, o))
+found = [repr(o) for o in gc.get_objects() if real(o)]
+found += [repr(v) for d in gc.get_objects() if type(d) is dict
+          for v in list(d.values()) if real(v)]
+found
+""")
     assert found == []
+
+
+def test_single_phase_reimport_starts_guarded(keep_modules):
+    _tkinter = pytest.importorskip("_tkinter")
+    guard = _tkinter.create
+    del sys.modules["_tkinter"]
+    try:
+        import _tkinter as again
+        assert again is not _tkinter and again.create is guard
+    finally:
+        sys.modules["_tkinter"] = _tkinter
 
 
 # --- 4. sys.monitoring ------------------------------------------------------------------
