@@ -1012,11 +1012,14 @@ static PyMethodDef guards_defs[G_COUNT] = {
                                            guards_mon_register_callback,
                                            "Register a monitoring callback."),
     [G_FINALIZE_INIT] = GUARDS_DEF("__init__", guards_finalize_init,
-                                   "Register a finalizer."),
+                                   "__init__($self, obj, func, /, *args, **kwargs)\n"
+                                   "--\n\nRegister a finalizer."),
     [G_HANDLE_INIT] = GUARDS_DEF("__init__", guards_handle_init,
-                                 "A scheduled callback."),
+                                 "__init__($self, callback, args, loop, "
+                                 "context=None)\n--\n\nA scheduled callback."),
     [G_WORKITEM_INIT] = GUARDS_DEF("__init__", guards_workitem_init,
-                                   "An executor's work item."),
+                                   "__init__($self, future, fn, args, kwargs)\n"
+                                   "--\n\nAn executor's work item."),
 };
 #undef GUARDS_DEF
 
@@ -1083,16 +1086,24 @@ guards_single_phase(PyObject *mod)
 }
 
 /* Capture the real function `g` from `attr` (the first time) and build its
- * guard.  0 ok, -1 error. */
+ * guard.  A module function's guard has the module `mod` as its __self__,
+ * as the real one has (inspect.signature drops it); a class guard has
+ * none.  0 ok, -1 error. */
 static int
-guards_capture(int g, PyObject *attr, PyObject *modname)
+guards_capture(int g, PyObject *attr, PyObject *mod, PyObject *modname)
 {
     guards.real[g] = Py_NewRef(attr);
     /* Out of gc.get_objects()' reach: only this struct holds it now. */
     if (PyObject_GC_IsTracked(attr)) {
         PyObject_GC_UnTrack(attr);
     }
-    PyObject *fn = PyCFunction_NewEx(&guards_defs[g], NULL, modname);
+    if (guards_places[g].cls == NULL && PyCFunction_Check(attr)) {
+        /* The real docstring and signature (inspect.signature(os.open)):
+         * a static string of the extension, loaded for good. */
+        guards_defs[g].ml_doc = ((PyCFunctionObject *)attr)->m_ml->ml_doc;
+    }
+    PyObject *self = guards_places[g].cls == NULL ? mod : NULL;
+    PyObject *fn = PyCFunction_NewEx(&guards_defs[g], self, modname);
     if (fn == NULL) {
         return -1;
     }
@@ -1126,7 +1137,7 @@ guards_patch_class(PyObject *mod, int g, PyObject *modname)
         goto done;
     }
     if (guards.real[g] == NULL) {
-        if (guards_capture(g, attr, modname) < 0) {
+        if (guards_capture(g, attr, NULL, modname) < 0) {
             goto done;
         }
     }
@@ -1177,7 +1188,7 @@ guards_patch_module(PyObject *mod, size_t m)
                 Py_DECREF(attr);
                 continue; /* replaced by the host: not ours to guard */
             }
-            replace = guards_capture(g, attr, modname) == 0 ? 1 : -1;
+            replace = guards_capture(g, attr, mod, modname) == 0 ? 1 : -1;
             if (replace > 0 && guards_single_phase(mod) &&
                 guards_replace_in_referrers(g) < 0) {
                 replace = -1;
@@ -1285,7 +1296,7 @@ guards_install_monitoring(void)
             continue;
         }
         if (PyCFunction_Check(attr) && guards.real[g] == NULL &&
-            (guards_capture(g, attr, modname) < 0 ||
+            (guards_capture(g, attr, mon, modname) < 0 ||
              PyObject_SetAttrString(mon, guards_places[g].name,
                                     guards.guard[g]) < 0)) {
             rc = -1;

@@ -126,6 +126,11 @@ def test_host_outside_a_run_is_unaffected(tmp_path):
         os.close(fd)
     assert (tmp_path / "x").exists() and (tmp_path / "f").exists()
     assert subprocess.run(["true"]).returncode == 0
+    # The guards look like the functions they replace.
+    import inspect
+    assert str(inspect.signature(os.open)) == "(path, flags, mode=511, *, dir_fd=None)"
+    assert os.mkfifo.__self__ is sys.modules["posix"]
+    assert os.open.__doc__.startswith("Open a file")
 
 
 # --- 2. programs, signals, shared memory, memfd, readline, Tk, environ ------
