@@ -330,7 +330,7 @@ def test_environ_outside_a_run(monkeypatch):
 def keep_modules():
     saved = dict(sys.modules)
     yield
-    for name in ("posix", "_posixsubprocess", "_imp"):
+    for name in ("posix", "_posixsubprocess", "_signal", "_imp"):
         sys.modules[name] = saved[name]
 
 
