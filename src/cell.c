@@ -29,6 +29,7 @@
 #include "compile.h"
 #include "export.h"
 #include "gate.h"
+#include "guards.h"
 #include "hook.h"
 #include "monitor.h"
 
@@ -528,7 +529,7 @@ cell_start(SpCell *self)
                           PyEval_GetBuiltins()) == NULL) {
         return -1;
     }
-    if (cell_begin(self) < 0) {
+    if (cell_begin(self) < 0 || sp_guards_before_run() < 0) {
         return -1;
     }
     cell_step step;

@@ -16,6 +16,7 @@
 #include "context.h"
 #include "export.h"
 #include "gate.h"
+#include "guards.h"
 #include "hook.h"
 #include "monitor.h"
 #include "paths.h"
@@ -299,6 +300,7 @@ engine_exec(PyObject *module)
         sp_gate_init(module) < 0 ||
         sp_registry_init(module) < 0 || sp_trust_init(module) < 0 ||
         sp_monitor_init(module) < 0 || sp_hook_init(module) < 0 ||
+        sp_guards_init(module) < 0 ||
         sp_compile_init(module) < 0 || sp_export_init(module) < 0 ||
         sp_cell_init(module) < 0 || sp_runner_init(module) < 0) {
         return -1;

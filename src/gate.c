@@ -49,6 +49,9 @@ static struct sp_gate_state *const gate = &sp_state.gate;
  * stop there.  Compared only. */
 static _Thread_local PyFrameObject *gate_barrier;
 
+/* Per thread: depth of the engine's own calls (sp_gate_engine_begin). */
+static _Thread_local int gate_engine_depth;
+
 static PyObject *gate_code_gone(PyObject *key, PyObject *wr);
 
 static PyMethodDef gate_code_gone_def = {
@@ -332,6 +335,24 @@ sp_gate_exec_is_import(void)
     int is_import = (PyObject *)code == gate->import_exec_code;
     Py_DECREF(code);
     return is_import;
+}
+
+void
+sp_gate_engine_begin(void)
+{
+    gate_engine_depth++;
+}
+
+void
+sp_gate_engine_end(void)
+{
+    gate_engine_depth--;
+}
+
+int
+sp_gate_in_engine(void)
+{
+    return gate_engine_depth > 0;
 }
 
 PyObject *

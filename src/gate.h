@@ -49,6 +49,18 @@ int sp_gate_register_codes(PyObject *code, SpRun *run);
  * code (its exec is not a cell creating code).  By code identity. */
 int sp_gate_exec_is_import(void);
 
+/* ---- the engine's own calls ------------------------------------------------- */
+
+/* Around a call the engine itself makes from inside a run that raises an
+ * audit event (gc.get_referrers while installing a guard): events raised
+ * on this thread in between are the engine's and are not judged.  No
+ * Python code of a cell may run in between.  Nest. */
+void sp_gate_engine_begin(void);
+void sp_gate_engine_end(void);
+
+/* Whether the engine's own call is in progress on this thread. */
+int sp_gate_in_engine(void);
+
 /* ---- host calls from inside a run ------------------------------------------ */
 
 /* Call `fn(arg)` as host code: no run in the context, and frame walks stop

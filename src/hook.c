@@ -763,6 +763,9 @@ hook_audit(const char *event, PyObject *args, void *user_data)
             return 0;
         }
     }
+    if (sp_gate_in_engine()) {
+        return 0; /* the engine's own call (gate.h) */
+    }
     /* The gate: the run in this context, or the policy of cell code on
      * the stack (code a cell made, running later or in another context). */
     SpRun *run = NULL;

@@ -254,6 +254,32 @@ static const sp_rule rules_table[] = {
     DENY("cpython.PyInterpreterState_Clear", "destroy an interpreter"),
     DENY("sqlite3.enable_load_extension", "enable sqlite extensions"),
     DENY("sqlite3.load_extension", "load a sqlite extension"),
+
+    /* guards.c: events raised by the guards on natives that raise none.
+     * os.open with a dir_fd is shaped as "open" (path, mode, flags) plus
+     * the descriptor; shm_open as "open" on its file in /dev/shm.
+     * (os.mkfifo / os.mknod, also raised there, are above.) */
+    {"os.open", SP_RULE_OPEN, F, {0, -1}, {3, -1}, 0,
+     "open a file for writing"},
+    {"_posixshmem.shm_open", SP_RULE_OPEN, 0, {0, -1}, {-1, -1}, 3,
+     "open shared memory for writing"},
+    WRITE1("_posixshmem.shm_unlink", 0, 0, -1, "remove shared memory"),
+    WRITE1("readline.write_history_file", F, 0, -1,
+           "write the readline history"),
+    WRITE1("readline.append_history_file", F, 0, -1,
+           "write the readline history"),
+    DENY("os.memfd_create", "create an anonymous memory file"),
+    DENY("_posixsubprocess.fork_exec", "run a program"),
+    DENY("signal.pidfd_send_signal", "signal a process"),
+    DENYA("_tkinter.create", -1, "start a Tcl/Tk interpreter"),
+    DENY("_imp.create_builtin", "re-create a module the sandbox guards"),
+    DENY("_imp.create_dynamic", "re-create a module the sandbox guards"),
+    DENY("sys.monitoring.use_tool_id", "change sys.monitoring"),
+    DENY("sys.monitoring.free_tool_id", "change sys.monitoring"),
+    DENY("sys.monitoring.clear_tool_id", "change sys.monitoring"),
+    DENY("sys.monitoring.set_events", "change sys.monitoring"),
+    DENY("sys.monitoring.set_local_events", "change sys.monitoring"),
+    DENY("sys.monitoring.restart_events", "change sys.monitoring"),
 };
 
 #undef ALLOW
