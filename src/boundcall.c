@@ -18,11 +18,11 @@
  * Threading: GIL held; the run context is per thread and per context.
  */
 #include "boundcall.h"
+#include "state.h"
 
 #include "common.h"
 
 /* Process-wide; written once by sp_boundcall_init. */
-static PyTypeObject *boundcall_type; /* owned: the SpBoundCall type */
 
 typedef struct {
     PyObject_HEAD
@@ -89,7 +89,7 @@ bound_tp_richcompare(PyObject *self, PyObject *other, int op)
     if ((op != Py_EQ && op != Py_NE) || b->fn == NULL) {
         Py_RETURN_NOTIMPLEMENTED;
     }
-    if (Py_IS_TYPE(other, boundcall_type)) {
+    if (Py_IS_TYPE(other, sp_state.guards.boundcall_type)) {
         other = ((SpBoundCall *)other)->fn;
         if (other == NULL) {
             Py_RETURN_NOTIMPLEMENTED;
@@ -133,10 +133,10 @@ static PyType_Spec bound_spec = {
 PyObject *
 sp_boundcall_new(SpRun *run, PyObject *fn)
 {
-    if (Py_IS_TYPE(fn, boundcall_type)) {
+    if (Py_IS_TYPE(fn, sp_state.guards.boundcall_type)) {
         return Py_NewRef(fn);
     }
-    SpBoundCall *b = PyObject_GC_New(SpBoundCall, boundcall_type);
+    SpBoundCall *b = PyObject_GC_New(SpBoundCall, sp_state.guards.boundcall_type);
     if (b == NULL) {
         return NULL;
     }
@@ -149,10 +149,10 @@ sp_boundcall_new(SpRun *run, PyObject *fn)
 int
 sp_boundcall_init(PyObject *module)
 {
-    if (boundcall_type != NULL) {
+    if (sp_state.guards.boundcall_type != NULL) {
         return 0;
     }
-    boundcall_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+    sp_state.guards.boundcall_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &bound_spec, NULL);
-    return boundcall_type == NULL ? -1 : 0;
+    return sp_state.guards.boundcall_type == NULL ? -1 : 0;
 }

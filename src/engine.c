@@ -24,6 +24,7 @@
 #include "rules.h"
 #include "runner.h"
 #include "state.h"
+#include "threads.h"
 #include "trust.h"
 
 #include <string.h>
@@ -300,6 +301,7 @@ engine_exec(PyObject *module)
         sp_gate_init(module) < 0 ||
         sp_registry_init(module) < 0 || sp_trust_init(module) < 0 ||
         sp_monitor_init(module) < 0 || sp_hook_init(module) < 0 ||
+        sp_threads_init(module) < 0 ||
         sp_guards_init(module) < 0 ||
         sp_compile_init(module) < 0 || sp_export_init(module) < 0 ||
         sp_cell_init(module) < 0 || sp_runner_init(module) < 0) {

@@ -20,9 +20,9 @@
  * Threading: GIL held.
  */
 #include "environ.h"
+#include "state.h"
 
 /* Process-wide; written once by sp_environ_init. */
-static PyTypeObject *environ_type; /* owned: the SpEnviron type */
 
 typedef struct {
     PyObject_HEAD
@@ -387,7 +387,7 @@ sp_environ_guard(PyObject *posix)
             goto done;
         }
     }
-    SpEnviron *wrapper = PyObject_New(SpEnviron, environ_type);
+    SpEnviron *wrapper = PyObject_New(SpEnviron, sp_state.guards.environ_type);
     if (wrapper == NULL) {
         goto done;
     }
@@ -433,10 +433,10 @@ done:
 int
 sp_environ_init(PyObject *module)
 {
-    if (environ_type != NULL) {
+    if (sp_state.guards.environ_type != NULL) {
         return 0;
     }
-    environ_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+    sp_state.guards.environ_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &env_spec, NULL);
-    return environ_type == NULL ? -1 : 0;
+    return sp_state.guards.environ_type == NULL ? -1 : 0;
 }

@@ -83,6 +83,7 @@
 #include "boundcall.h"
 #include "environ.h"
 #include "gate.h"
+#include "state.h"
 #include "trust.h"
 
 #include <pwd.h>
@@ -179,20 +180,14 @@ static const struct {
 };
 #define GUARDS_NMODULES (sizeof(guards_modules) / sizeof(guards_modules[0]))
 
-/* Process-wide, written under the GIL by the install paths; never released
- * (the guards stay installed for the life of the process). */
-static struct {
-    int installed;
-    PyObject *real[G_COUNT];  /* owned: the real function, GC-untracked */
-    PyObject *guard[G_COUNT]; /* owned: what replaced it (for a class guard,
-                                 the instancemethod put in the class) */
-    unsigned char patched[GUARDS_NMODULES]; /* a module object was guarded */
-    int pending;              /* pure-Python modules not yet guarded */
-    PyObject *monitoring;     /* owned: private copy of sys.monitoring with
-                                 the real functions (GC-untracked) */
-    PyObject *future_type;    /* owned: asyncio.Future (C), or NULL */
-    PyObject *run_var;        /* borrowed: the run context variable */
-} guards;
+_Static_assert(G_COUNT <= SP_GUARDS_MAX, "state.h: SP_GUARDS_MAX");
+_Static_assert(GUARDS_NMODULES <= SP_GUARDS_MAX_MODULES,
+               "state.h: SP_GUARDS_MAX_MODULES");
+
+/* This file's part of the engine state (state.h): written under the GIL by
+ * the install paths; never released (the guards stay installed for the
+ * life of the process). */
+static struct sp_guards_state *const guards = &sp_state.guards;
 
 static int guards_patch_module(PyObject *mod, size_t m);
 
@@ -254,7 +249,7 @@ static PyObject *
 guards_call(int g, PyObject *const *args, size_t nargsf, PyObject *kwnames,
             Py_ssize_t slot, PyObject *value)
 {
-    PyObject *real = guards.real[g];
+    PyObject *real = guards->real[g];
     if (slot < 0 || args[slot] == value) {
         return PyObject_Vectorcall(real, args, nargsf, kwnames);
     }
@@ -643,8 +638,8 @@ guards_asyncio_internal(PyObject *cb)
 {
     if (PyCFunction_CheckExact(cb)) {
         PyObject *self = PyCFunction_GET_SELF(cb);
-        return self != NULL && guards.future_type != NULL &&
-               PyObject_TypeCheck(self, (PyTypeObject *)guards.future_type);
+        return self != NULL && guards->future_type != NULL &&
+               PyObject_TypeCheck(self, (PyTypeObject *)guards->future_type);
     }
     PyTypeObject *tp = Py_TYPE(cb);
     return !(tp->tp_flags & Py_TPFLAGS_BASETYPE) &&
@@ -731,7 +726,7 @@ guards_handle_init(PyObject *unused, PyObject *const *args, size_t nargsf,
         has_run = in_run; /* a copy of the current context */
     }
     else if (PyContext_CheckExact(ctx)) {
-        has_run = PyMapping_HasKey(ctx, guards.run_var);
+        has_run = PyMapping_HasKey(ctx, guards->run_var);
     }
     else {
         has_run = 0; /* not a Context: Handle will fail on it */
@@ -808,7 +803,7 @@ guards_create(int g, const char *event, PyObject *const *args, size_t nargsf,
             PyErr_Clear(); /* the real function will refuse the spec */
         }
         int m = guards_module_index(name);
-        int again = m >= 0 && guards.patched[m];
+        int again = m >= 0 && guards->patched[m];
         int rc = again ? PySys_Audit(event, "(O)", name) : 0;
         Py_XDECREF(name);
         if (rc < 0) {
@@ -878,10 +873,10 @@ guards_exec_dynamic(PyObject *unused, PyObject *const *args, size_t nargsf,
 static int
 guards_engine_tool(PyObject *tool)
 {
-    if (tool == NULL || !PyLong_Check(tool) || guards.monitoring == NULL) {
+    if (tool == NULL || !PyLong_Check(tool) || guards->monitoring == NULL) {
         return 0;
     }
-    PyObject *name = PyObject_CallMethod(guards.monitoring, "get_tool", "O", tool);
+    PyObject *name = PyObject_CallMethod(guards->monitoring, "get_tool", "O", tool);
     if (name == NULL) {
         /* An out-of-range id: the real function will say so. */
         if (PyErr_ExceptionMatches(PyExc_ValueError)) {
@@ -1030,7 +1025,7 @@ static PyMethodDef guards_defs[G_COUNT] = {
 static int
 guards_is_real(PyObject *obj, int g)
 {
-    PyObject *real = guards.real[g];
+    PyObject *real = guards->real[g];
     return real != NULL && PyCFunction_Check(obj) &&
            (obj == real ||
             PyCFunction_GET_FUNCTION(obj) == PyCFunction_GET_FUNCTION(real));
@@ -1052,7 +1047,7 @@ guards_replace_in_referrers(int g)
      * in: gc.get_referrers is refused to cells, not to the engine. */
     sp_gate_engine_begin();
     refs = gc == NULL ? NULL
-                      : PyObject_CallMethod(gc, "get_referrers", "O", guards.real[g]);
+                      : PyObject_CallMethod(gc, "get_referrers", "O", guards->real[g]);
     sp_gate_engine_end();
     if (refs == NULL || !PyList_Check(refs)) {
         goto done;
@@ -1063,8 +1058,8 @@ guards_replace_in_referrers(int g)
         Py_ssize_t pos = 0;
         while (PyDict_CheckExact(dict) && PyDict_Next(dict, &pos, &key, &value)) {
             /* Same key: the dict's size does not change. */
-            if (value == guards.real[g] &&
-                PyDict_SetItem(dict, key, guards.guard[g]) < 0) {
+            if (value == guards->real[g] &&
+                PyDict_SetItem(dict, key, guards->guard[g]) < 0) {
                 goto done;
             }
         }
@@ -1096,7 +1091,7 @@ guards_single_phase(PyObject *mod)
 static int
 guards_capture(int g, PyObject *attr, PyObject *mod, PyObject *modname)
 {
-    guards.real[g] = Py_NewRef(attr);
+    guards->real[g] = Py_NewRef(attr);
     /* Out of gc.get_objects()' reach: only this struct holds it now. */
     if (PyObject_GC_IsTracked(attr)) {
         PyObject_GC_UnTrack(attr);
@@ -1112,12 +1107,12 @@ guards_capture(int g, PyObject *attr, PyObject *mod, PyObject *modname)
         return -1;
     }
     if (guards_places[g].cls == NULL) {
-        guards.guard[g] = fn;
+        guards->guard[g] = fn;
         return 0;
     }
-    guards.guard[g] = PyInstanceMethod_New(fn);
+    guards->guard[g] = PyInstanceMethod_New(fn);
     Py_DECREF(fn);
-    return guards.guard[g] == NULL ? -1 : 0;
+    return guards->guard[g] == NULL ? -1 : 0;
 }
 
 /* Guard the class attribute `g` of module `mod`.  0 ok, -1 error. */
@@ -1136,20 +1131,20 @@ guards_patch_class(PyObject *mod, int g, PyObject *modname)
     if (dict == NULL || sp_dict_get_ref_str(dict, guards_places[g].name, &attr) < 0) {
         goto done;
     }
-    if (attr == NULL || attr == guards.guard[g] || !PyFunction_Check(attr)) {
+    if (attr == NULL || attr == guards->guard[g] || !PyFunction_Check(attr)) {
         rc = 0; /* inherited, already guarded, or replaced by the host */
         goto done;
     }
-    if (guards.real[g] == NULL) {
+    if (guards->real[g] == NULL) {
         if (guards_capture(g, attr, NULL, modname) < 0) {
             goto done;
         }
     }
-    else if (attr != guards.real[g]) {
+    else if (attr != guards->real[g]) {
         rc = 0; /* a re-imported module's class: another real; leave it */
         goto done;
     }
-    rc = PyObject_SetAttrString(cls, guards_places[g].name, guards.guard[g]);
+    rc = PyObject_SetAttrString(cls, guards_places[g].name, guards->guard[g]);
 done:
     Py_XDECREF(cls);
     Py_XDECREF(dict);
@@ -1184,10 +1179,10 @@ guards_patch_module(PyObject *mod, size_t m)
             continue;
         }
         int replace = 0;
-        if (attr == guards.guard[g]) {
+        if (attr == guards->guard[g]) {
             replace = 0;
         }
-        else if (guards.real[g] == NULL) {
+        else if (guards->real[g] == NULL) {
             if (!PyCFunction_Check(attr)) {
                 Py_DECREF(attr);
                 continue; /* replaced by the host: not ours to guard */
@@ -1204,16 +1199,16 @@ guards_patch_module(PyObject *mod, size_t m)
         Py_DECREF(attr);
         if (replace < 0 ||
             (replace && PyObject_SetAttrString(mod, guards_places[g].name,
-                                               guards.guard[g]) < 0)) {
+                                               guards->guard[g]) < 0)) {
             goto done;
         }
     }
     if (strcmp(name, "posix") == 0 && sp_environ_guard(mod) < 0) {
         goto done;
     }
-    if (!guards.patched[m]) {
-        guards.patched[m] = 1;
-        guards.pending -= guards_modules[m].python;
+    if (!guards->patched[m]) {
+        guards->patched[m] = 1;
+        guards->pending -= guards_modules[m].python;
     }
     rc = 0;
 done:
@@ -1247,7 +1242,7 @@ guards_sweep(void)
             for (int g = 0; g < G_COUNT; g++) {
                 if (guards_places[g].cls == NULL && guards_is_real(value, g)) {
                     /* Same key: the dict's size does not change. */
-                    if (PyDict_SetItem(dict, key, guards.guard[g]) < 0) {
+                    if (PyDict_SetItem(dict, key, guards->guard[g]) < 0) {
                         Py_DECREF(values);
                         return -1;
                     }
@@ -1283,7 +1278,7 @@ guards_install_monitoring(void)
     if (PyObject_GC_IsTracked(copy_dict)) {
         PyObject_GC_UnTrack(copy_dict);
     }
-    guards.monitoring = copy;
+    guards->monitoring = copy;
     /* guards_patch_module's table walk finds "sys.monitoring" entries. */
     PyObject *modname = PyUnicode_FromString("sys.monitoring");
     if (modname == NULL) {
@@ -1299,10 +1294,10 @@ guards_install_monitoring(void)
             PyErr_Clear(); /* clear_tool_id is 3.13+ */
             continue;
         }
-        if (PyCFunction_Check(attr) && guards.real[g] == NULL &&
+        if (PyCFunction_Check(attr) && guards->real[g] == NULL &&
             (guards_capture(g, attr, mon, modname) < 0 ||
              PyObject_SetAttrString(mon, guards_places[g].name,
-                                    guards.guard[g]) < 0)) {
+                                    guards->guard[g]) < 0)) {
             rc = -1;
         }
         Py_DECREF(attr);
@@ -1316,8 +1311,8 @@ done:
 PyObject *
 sp_guards_monitoring(void)
 {
-    if (guards.monitoring != NULL) {
-        return Py_NewRef(guards.monitoring);
+    if (guards->monitoring != NULL) {
+        return Py_NewRef(guards->monitoring);
     }
     PyObject *mon = PySys_GetObject("monitoring"); /* borrowed */
     if (mon == NULL) {
@@ -1335,7 +1330,7 @@ guards_install_loaded(int import_eager)
 {
     int changed = 0;
     for (size_t m = 0; m < GUARDS_NMODULES; m++) {
-        if (guards.patched[m]) {
+        if (guards->patched[m]) {
             continue;
         }
         PyObject *name = PyUnicode_FromString(guards_modules[m].name);
@@ -1370,10 +1365,10 @@ guards_install_loaded(int import_eager)
 int
 sp_guards_before_run(void)
 {
-    if (guards.pending == 0 || !guards.installed) {
+    if (guards->pending == 0 || !guards->installed) {
         return 0;
     }
-    if (guards.future_type == NULL) {
+    if (guards->future_type == NULL) {
         PyObject *name = PyUnicode_FromString("asyncio.futures");
         PyObject *futures = name == NULL ? NULL : PyImport_GetModule(name);
         Py_XDECREF(name);
@@ -1381,9 +1376,9 @@ sp_guards_before_run(void)
             return -1;
         }
         if (futures != NULL) {
-            guards.future_type = PyObject_GetAttrString(futures, "Future");
+            guards->future_type = PyObject_GetAttrString(futures, "Future");
             Py_DECREF(futures);
-            if (guards.future_type == NULL) {
+            if (guards->future_type == NULL) {
                 return -1;
             }
         }
@@ -1394,19 +1389,19 @@ sp_guards_before_run(void)
 int
 sp_guards_init(PyObject *module)
 {
-    if (guards.installed) {
+    if (guards->installed) {
         return 0;
     }
     for (size_t m = 0; m < GUARDS_NMODULES; m++) {
-        guards.pending += guards_modules[m].python;
+        guards->pending += guards_modules[m].python;
     }
-    guards.run_var = sp_context_var();
+    guards->run_var = sp_context_var();
     if (sp_boundcall_init(module) < 0 || sp_environ_init(module) < 0) {
         return -1;
     }
     if (guards_install_monitoring() < 0 || guards_install_loaded(1) < 0) {
         return -1;
     }
-    guards.installed = 1;
+    guards->installed = 1;
     return 0;
 }

@@ -32,6 +32,7 @@
 #include "registry.h"
 #include "rules.h"
 #include "sqlite.h"
+#include "threads.h"
 #include "trust.h"
 
 #include <fcntl.h>
@@ -40,10 +41,6 @@
 
 /* This file's part of the engine state (state.h). */
 static struct sp_hook_state *const hook_global = &sp_state.hook;
-
-/* Set on this thread while the guarded ThreadPoolExecutor.submit calls
- * the real one (a worker thread it starts is allowed). */
-static _Thread_local int hook_in_submit;
 
 /* Longest repr shown for an offending argument. */
 #define HOOK_MAX_SHOWN 200
@@ -573,13 +570,6 @@ hook_setattr_tampers(PyObject *args)
         PyUnicode_CompareWithASCIIString(name, "__code__") == 0) {
         return 1;
     }
-    if (PyType_Check(obj) && hook_global->guarded_types != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hook_global->guarded_types); i++) {
-            if (PyTuple_GET_ITEM(hook_global->guarded_types, i) == obj) {
-                return 1;
-            }
-        }
-    }
     if (PyType_Check(obj)) {
         PyObject *dict = sp_type_dict((PyTypeObject *)obj);
         PyObject *mod = NULL; /* owned */
@@ -728,8 +718,8 @@ hook_judge(SpRun *run, const sp_rule *rule, const char *event,
         }
         break;
     case SP_RULE_THREAD: {
-        if (hook_in_submit) {
-            return 0; /* an executor's worker for work that stays gated */
+        if (sp_threads_in_default_submit()) {
+            return 0; /* asyncio's worker, for work that stays gated */
         }
         int in_to_thread = hook_in_to_thread();
         if (in_to_thread != 0) {
@@ -778,196 +768,6 @@ hook_audit(const char *event, PyObject *args, void *user_data)
     return verdict;
 }
 
-#if SP_NEED_THREAD_GUARD
-/* _thread.start_new_thread on 3.11, which raises no audit event: judge the
- * start as the event 3.12 raises, then call the real function. */
-static PyObject *
-hook_guarded_start_thread(PyObject *module, PyObject *args)
-{
-    (void)module;
-    if (PySys_Audit("_thread.start_new_thread", "O", args) < 0) {
-        return NULL;
-    }
-    return PyObject_Call(hook_global->start_thread, args, NULL);
-}
-
-static PyMethodDef hook_start_thread_def = {
-    "start_new_thread", hook_guarded_start_thread, METH_VARARGS,
-    "start_new_thread(function, args[, kwargs]) -- start a thread; refused "
-    "inside a sandboxed run (safepyrun)."};
-
-/* Replace _thread.start_new_thread (and its aliases) with the guard.  The
- * real function is kept only in hook_global, out of a cell's reach; the
- * guard's __self__ is the engine module. */
-static int
-hook_thread_guard_install(PyObject *module)
-{
-    PyObject *thread_mod = NULL, *guard = NULL, *threading = NULL;
-    int rc = -1;
-    thread_mod = PyImport_ImportModule("_thread");
-    if (thread_mod == NULL) {
-        goto done;
-    }
-    hook_global->start_thread =
-        PyObject_GetAttrString(thread_mod, "start_new_thread");
-    if (hook_global->start_thread == NULL) {
-        goto done;
-    }
-    guard = PyCFunction_NewEx(&hook_start_thread_def, module, NULL);
-    if (guard == NULL ||
-        PyObject_SetAttrString(thread_mod, "start_new_thread", guard) < 0 ||
-        PyObject_SetAttrString(thread_mod, "start_new", guard) < 0) {
-        goto done;
-    }
-    /* threading binds its own alias at import. */
-    PyObject *name = PyUnicode_FromString("threading");
-    if (name == NULL) {
-        goto done;
-    }
-    threading = PyImport_GetModule(name);
-    Py_DECREF(name);
-    if (threading == NULL && PyErr_Occurred()) {
-        goto done;
-    }
-    if (threading != NULL &&
-        PyObject_SetAttrString(threading, "_start_new_thread", guard) < 0) {
-        goto done;
-    }
-    rc = 0;
-done:
-    Py_XDECREF(thread_mod);
-    Py_XDECREF(guard);
-    Py_XDECREF(threading);
-    return rc;
-}
-#endif
-
-/* Whether `executor` is the running event loop's default executor.
- * 1 / 0 / -1. */
-static int
-hook_is_default_executor(PyObject *executor)
-{
-    PyObject *loop = hook_global->get_running_loop == NULL ? NULL
-        : PyObject_CallNoArgs(hook_global->get_running_loop);
-    if (loop == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    PyObject *dflt = loop == Py_None ? NULL
-        : PyObject_GetAttrString(loop, "_default_executor");
-    if (dflt == NULL) {
-        PyErr_Clear();
-    }
-    int is_default = dflt != NULL && dflt == executor;
-    Py_XDECREF(dflt);
-    Py_DECREF(loop);
-    return is_default;
-}
-
-/* ThreadPoolExecutor.submit, as installed by sp_hook_before_run: work
- * submitted from inside a gated run runs in a copy of the submitter's
- * context, so it stays gated in the worker thread (asyncio.to_thread does
- * this itself; loop.run_in_executor and executor.submit do not). */
-static PyObject *
-hook_guarded_submit(PyObject *unused, PyObject *const *args, size_t nargsf,
-                    PyObject *kwnames)
-{
-    (void)unused;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    SpRun *run = NULL;
-    int active = nargs >= 2 ? sp_gate_run(&run) : 0;
-    if (active < 0) {
-        return NULL;
-    }
-    if (active == 0) {
-        return PyObject_Vectorcall(hook_global->submit, args, nargs, kwnames);
-    }
-    Py_DECREF(run);
-    PyObject *ctx = PyContext_CopyCurrent();
-    PyObject *ctx_run = ctx == NULL ? NULL : PyObject_GetAttrString(ctx, "run");
-    Py_XDECREF(ctx);
-    if (ctx_run == NULL) {
-        return NULL;
-    }
-    /* submit(self, ctx.run, fn, *args, **kwargs) */
-    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
-    PyObject **stack = PyMem_New(PyObject *, nargs + nkw + 1);
-    if (stack == NULL) {
-        Py_DECREF(ctx_run);
-        return PyErr_NoMemory();
-    }
-    stack[0] = args[0];
-    stack[1] = ctx_run;
-    for (Py_ssize_t i = 1; i < nargs + nkw; i++) {
-        stack[i + 1] = args[i];
-    }
-    /* asyncio's own executor (loop.run_in_executor(None, ...),
-     * loop.getaddrinfo) may start a worker thread for this work: allowed,
-     * as every item this guard submits runs in its submitter's context.
-     * Executors a cell makes stay refused. */
-    int was_submitting = hook_in_submit;
-    int is_default = hook_is_default_executor(args[0]);
-    if (is_default < 0) {
-        PyMem_Free(stack);
-        Py_DECREF(ctx_run);
-        return NULL;
-    }
-    hook_in_submit = is_default;
-    PyObject *res = PyObject_Vectorcall(hook_global->submit, stack, nargs + 1,
-                                        kwnames);
-    hook_in_submit = was_submitting;
-    PyMem_Free(stack);
-    Py_DECREF(ctx_run);
-    return res;
-}
-
-static PyMethodDef hook_submit_def = {
-    "submit", (PyCFunction)(void (*)(void))hook_guarded_submit,
-    METH_FASTCALL | METH_KEYWORDS,
-    "submit(fn, /, *args, **kwargs) -- schedule fn; work submitted from a "
-    "sandboxed run stays gated (safepyrun)."};
-
-/* Install the executor guard once. */
-static int
-hook_guard_executor(void)
-{
-    PyObject *mod = NULL, *tpe = NULL, *fn = NULL, *method = NULL;
-    int rc = -1;
-    mod = PyImport_ImportModule("concurrent.futures.thread");
-    tpe = mod == NULL ? NULL : PyObject_GetAttrString(mod, "ThreadPoolExecutor");
-    if (tpe == NULL || !PyType_Check(tpe)) {
-        goto done;
-    }
-    hook_global->submit = PyObject_GetAttrString(tpe, "submit");
-    fn = hook_global->submit == NULL ? NULL
-                                    : PyCFunction_NewEx(&hook_submit_def, NULL, NULL);
-    method = fn == NULL ? NULL : PyInstanceMethod_New(fn);
-    if (method == NULL || PyObject_SetAttrString(tpe, "submit", method) < 0) {
-        goto done;
-    }
-    /* The classes whose attributes a cell may not change: the guarded
-     * executor, and the pathlib classes whose paths count as stable. */
-    PyObject *pathlib_types = sp_paths_capture_pathlib();
-    PyObject *one = pathlib_types == NULL ? NULL : PyTuple_Pack(1, tpe);
-    hook_global->guarded_types = one == NULL ? NULL
-                                             : PySequence_Concat(one, pathlib_types);
-    Py_XDECREF(one);
-    Py_XDECREF(pathlib_types);
-    if (hook_global->guarded_types == NULL) {
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hook_global->guarded_types); i++) {
-        sp_freeze_type((PyTypeObject *)PyTuple_GET_ITEM(hook_global->guarded_types, i));
-    }
-    rc = 0;
-done:
-    Py_XDECREF(mod);
-    Py_XDECREF(tpe);
-    Py_XDECREF(fn);
-    Py_XDECREF(method);
-    return rc;
-}
-
 int
 sp_hook_before_run(void)
 {
@@ -977,14 +777,7 @@ sp_hook_before_run(void)
     if (sp_sqlite_before_run() < 0) {
         return -1;
     }
-    if (hook_global->submit == NULL && hook_guard_executor() < 0) {
-        return -1;
-    }
-    PyObject *events = PyImport_ImportModule("asyncio.events");
-    hook_global->get_running_loop = events == NULL ? NULL
-        : PyObject_GetAttrString(events, "_get_running_loop");
-    Py_XDECREF(events);
-    if (hook_global->get_running_loop == NULL) {
+    if (sp_threads_before_run() < 0) {
         return -1;
     }
     PyObject *mod = PyImport_ImportModule("asyncio.threads");
@@ -1013,13 +806,7 @@ sp_hook_init(PyObject *module)
     if (hook_global->package_name == NULL) {
         return -1;
     }
-#if SP_NEED_THREAD_GUARD
-    if (hook_thread_guard_install(module) < 0) {
-        return -1;
-    }
-#else
     (void)module;
-#endif
     if (PySys_AddAuditHook(hook_audit, NULL) < 0) {
         return -1;
     }

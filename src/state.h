@@ -34,6 +34,8 @@
 #define SP_RULES_SLOTS 512 /* rules.c: power of two >= 2x the rule count */
 #define SP_CHECK_NTYPES 8  /* check.c: syntax-tree node types it checks */
 #define SP_CHECK_NSTRS 8   /* check.c: attribute names it reads */
+#define SP_GUARDS_MAX 32        /* guards.c: functions it can guard */
+#define SP_GUARDS_MAX_MODULES 16 /* guards.c: modules those live in */
 
 /* gate.c: one entry of the cell-code index. */
 typedef struct {
@@ -118,16 +120,20 @@ typedef struct {
                                             caller's saved state) */
     } monitor;
 
-    /* hook.c: the audit hook and the stdlib guards it installs. */
+    /* hook.c: the audit hook. */
     struct sp_hook_state {
         int installed;
         PyObject *package_name;   /* "safepyrun" */
         PyObject *to_thread_code; /* asyncio.to_thread.__code__ */
-        PyObject *submit;         /* the real ThreadPoolExecutor.submit */
-        PyObject *get_running_loop; /* asyncio.events._get_running_loop */
-        PyObject *guarded_types;  /* classes a cell may not change */
-        PyObject *start_thread;   /* 3.11: the real _thread.start_new_thread */
     } hook;
+
+    /* threads.c: the executor and thread-start guards. */
+    struct sp_threads_state {
+        PyObject *submit;           /* the real ThreadPoolExecutor.submit */
+        PyObject *get_running_loop; /* asyncio.events._get_running_loop */
+        PyObject *frozen_types;     /* the classes made immutable */
+        PyObject *start_thread;     /* 3.11: the real _thread.start_new_thread */
+    } threads;
 
     /* compile.c: builtins.compile, the _ast types, linecache. */
     struct sp_compile_state {
@@ -160,6 +166,23 @@ typedef struct {
         PyObject *set_authorizer;  /* _sqlite3.Connection.set_authorizer */
         PyObject *authorizer;      /* our authorizer callback */
     } sqlite;
+
+    /* guards.c: the guards on natives that raise no audit event, and the
+     * real functions they replaced (held only here, GC-untracked). */
+    struct sp_guards_state {
+        int installed;
+        PyObject *real[SP_GUARDS_MAX];  /* the real function */
+        PyObject *guard[SP_GUARDS_MAX]; /* what replaced it (for a class
+                                           guard, the instancemethod) */
+        unsigned char patched[SP_GUARDS_MAX_MODULES]; /* module guarded */
+        int pending;             /* pure-Python modules not yet guarded */
+        PyObject *monitoring;    /* private copy of sys.monitoring with the
+                                    real functions (GC-untracked) */
+        PyObject *future_type;   /* asyncio.Future (C), or NULL */
+        PyObject *run_var;       /* borrowed: the run context variable */
+        PyTypeObject *boundcall_type; /* boundcall.c: SpBoundCall */
+        PyTypeObject *environ_type;   /* environ.c: SpEnviron */
+    } guards;
 
     /* paths.c: the pathlib classes whose __fspath__ answers are stable. */
     struct sp_paths_state {

@@ -1,0 +1,259 @@
+/* threads.c - what a cell may hand to other threads.
+ *
+ * Threads are refused inside a run (rules.c) unless a trusted call starts
+ * them.  Two exceptions keep ordinary asyncio code working without letting
+ * work escape the gate, because work handed to them stays gated:
+ *   - asyncio.to_thread (hook.c recognises its code on the stack);
+ *   - the running loop's own default executor (loop.run_in_executor(None,
+ *     ...), loop.getaddrinfo): ThreadPoolExecutor.submit is replaced by a
+ *     guard that, inside a run, submits the work wrapped in a copy of the
+ *     submitter's context, so it runs gated in the worker; while it calls
+ *     the real submit for the default executor, the worker thread that the
+ *     executor may start is allowed (sp_threads_in_default_submit).
+ * On 3.11, which raises no audit event for a thread start, the real
+ * _thread.start_new_thread is replaced by a guard that raises the event
+ * 3.12 raises.  The classes patched here are made immutable (class
+ * attribute writes raise no audit event), together with the pathlib
+ * classes whose paths count as stable (paths.c).
+ *
+ * State: the engine state's threads part, written once; a per-thread flag
+ * while the guarded submit runs.  GIL held throughout.
+ */
+#include "threads.h"
+
+#include "common.h"
+#include "gate.h"
+#include "paths.h"
+#include "state.h"
+
+/* This file's part of the engine state (state.h). */
+static struct sp_threads_state *const threads = &sp_state.threads;
+
+/* Set on this thread while the guarded ThreadPoolExecutor.submit calls
+ * the real one for the running loop's default executor. */
+static _Thread_local int threads_in_submit;
+
+int
+sp_threads_in_default_submit(void)
+{
+    return threads_in_submit;
+}
+
+#if SP_NEED_THREAD_GUARD
+/* _thread.start_new_thread on 3.11, which raises no audit event: judge the
+ * start as the event 3.12 raises, then call the real function. */
+static PyObject *
+threads_guarded_start_thread(PyObject *module, PyObject *args)
+{
+    (void)module;
+    if (PySys_Audit("_thread.start_new_thread", "O", args) < 0) {
+        return NULL;
+    }
+    return PyObject_Call(threads->start_thread, args, NULL);
+}
+
+static PyMethodDef threads_start_thread_def = {
+    "start_new_thread", threads_guarded_start_thread, METH_VARARGS,
+    "start_new_thread(function, args[, kwargs]) -- start a thread; refused "
+    "inside a sandboxed run (safepyrun)."};
+
+/* Replace _thread.start_new_thread (and its aliases) with the guard.  The
+ * real function is kept only in the engine state, out of a cell's reach; the
+ * guard's __self__ is the engine module. */
+static int
+threads_guard_start(PyObject *module)
+{
+    PyObject *thread_mod = NULL, *guard = NULL, *threading = NULL;
+    int rc = -1;
+    thread_mod = PyImport_ImportModule("_thread");
+    if (thread_mod == NULL) {
+        goto done;
+    }
+    threads->start_thread =
+        PyObject_GetAttrString(thread_mod, "start_new_thread");
+    if (threads->start_thread == NULL) {
+        goto done;
+    }
+    guard = PyCFunction_NewEx(&threads_start_thread_def, module, NULL);
+    if (guard == NULL ||
+        PyObject_SetAttrString(thread_mod, "start_new_thread", guard) < 0 ||
+        PyObject_SetAttrString(thread_mod, "start_new", guard) < 0) {
+        goto done;
+    }
+    /* threading binds its own alias at import. */
+    PyObject *name = PyUnicode_FromString("threading");
+    if (name == NULL) {
+        goto done;
+    }
+    threading = PyImport_GetModule(name);
+    Py_DECREF(name);
+    if (threading == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    if (threading != NULL &&
+        PyObject_SetAttrString(threading, "_start_new_thread", guard) < 0) {
+        goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(thread_mod);
+    Py_XDECREF(guard);
+    Py_XDECREF(threading);
+    return rc;
+}
+#endif
+
+/* Whether `executor` is the running event loop's default executor.
+ * 1 / 0 / -1. */
+static int
+threads_is_default_executor(PyObject *executor)
+{
+    PyObject *loop = threads->get_running_loop == NULL ? NULL
+        : PyObject_CallNoArgs(threads->get_running_loop);
+    if (loop == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *dflt = loop == Py_None ? NULL
+        : PyObject_GetAttrString(loop, "_default_executor");
+    if (dflt == NULL) {
+        PyErr_Clear();
+    }
+    int is_default = dflt != NULL && dflt == executor;
+    Py_XDECREF(dflt);
+    Py_DECREF(loop);
+    return is_default;
+}
+
+/* ThreadPoolExecutor.submit, as installed by sp_threads_before_run: work
+ * submitted from inside a gated run runs in a copy of the submitter's
+ * context, so it stays gated in the worker thread (asyncio.to_thread does
+ * this itself; loop.run_in_executor and executor.submit do not). */
+static PyObject *
+threads_guarded_submit(PyObject *unused, PyObject *const *args, size_t nargsf,
+                    PyObject *kwnames)
+{
+    (void)unused;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    SpRun *run = NULL;
+    int active = nargs >= 2 ? sp_gate_run(&run) : 0;
+    if (active < 0) {
+        return NULL;
+    }
+    if (active == 0) {
+        return PyObject_Vectorcall(threads->submit, args, nargs, kwnames);
+    }
+    Py_DECREF(run);
+    PyObject *ctx = PyContext_CopyCurrent();
+    PyObject *ctx_run = ctx == NULL ? NULL : PyObject_GetAttrString(ctx, "run");
+    Py_XDECREF(ctx);
+    if (ctx_run == NULL) {
+        return NULL;
+    }
+    /* submit(self, ctx.run, fn, *args, **kwargs) */
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject **stack = PyMem_New(PyObject *, nargs + nkw + 1);
+    if (stack == NULL) {
+        Py_DECREF(ctx_run);
+        return PyErr_NoMemory();
+    }
+    stack[0] = args[0];
+    stack[1] = ctx_run;
+    for (Py_ssize_t i = 1; i < nargs + nkw; i++) {
+        stack[i + 1] = args[i];
+    }
+    /* asyncio's own executor (loop.run_in_executor(None, ...),
+     * loop.getaddrinfo) may start a worker thread for this work: allowed,
+     * as every item this guard submits runs in its submitter's context.
+     * Executors a cell makes stay refused. */
+    int was_submitting = threads_in_submit;
+    int is_default = threads_is_default_executor(args[0]);
+    if (is_default < 0) {
+        PyMem_Free(stack);
+        Py_DECREF(ctx_run);
+        return NULL;
+    }
+    threads_in_submit = is_default;
+    PyObject *res = PyObject_Vectorcall(threads->submit, stack, nargs + 1,
+                                        kwnames);
+    threads_in_submit = was_submitting;
+    PyMem_Free(stack);
+    Py_DECREF(ctx_run);
+    return res;
+}
+
+static PyMethodDef threads_submit_def = {
+    "submit", (PyCFunction)(void (*)(void))threads_guarded_submit,
+    METH_FASTCALL | METH_KEYWORDS,
+    "submit(fn, /, *args, **kwargs) -- schedule fn; work submitted from a "
+    "sandboxed run stays gated (safepyrun)."};
+
+/* Install the executor guard once. */
+static int
+threads_guard_executor(void)
+{
+    PyObject *mod = NULL, *tpe = NULL, *fn = NULL, *method = NULL;
+    int rc = -1;
+    mod = PyImport_ImportModule("concurrent.futures.thread");
+    tpe = mod == NULL ? NULL : PyObject_GetAttrString(mod, "ThreadPoolExecutor");
+    if (tpe == NULL || !PyType_Check(tpe)) {
+        goto done;
+    }
+    threads->submit = PyObject_GetAttrString(tpe, "submit");
+    fn = threads->submit == NULL ? NULL
+                                    : PyCFunction_NewEx(&threads_submit_def, NULL, NULL);
+    method = fn == NULL ? NULL : PyInstanceMethod_New(fn);
+    if (method == NULL || PyObject_SetAttrString(tpe, "submit", method) < 0) {
+        goto done;
+    }
+    /* The classes whose attributes a cell may not change: the guarded
+     * executor, and the pathlib classes whose paths count as stable. */
+    PyObject *pathlib_types = sp_paths_capture_pathlib();
+    PyObject *one = pathlib_types == NULL ? NULL : PyTuple_Pack(1, tpe);
+    threads->frozen_types = one == NULL ? NULL
+                                             : PySequence_Concat(one, pathlib_types);
+    Py_XDECREF(one);
+    Py_XDECREF(pathlib_types);
+    if (threads->frozen_types == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(threads->frozen_types); i++) {
+        sp_freeze_type((PyTypeObject *)PyTuple_GET_ITEM(threads->frozen_types, i));
+    }
+    rc = 0;
+done:
+    Py_XDECREF(mod);
+    Py_XDECREF(tpe);
+    Py_XDECREF(fn);
+    Py_XDECREF(method);
+    return rc;
+}
+
+int
+sp_threads_before_run(void)
+{
+    if (threads->submit != NULL) {
+        return 0;
+    }
+    PyObject *events = PyImport_ImportModule("asyncio.events");
+    threads->get_running_loop = events == NULL ? NULL
+        : PyObject_GetAttrString(events, "_get_running_loop");
+    Py_XDECREF(events);
+    if (threads->get_running_loop == NULL) {
+        return -1;
+    }
+    return threads_guard_executor();
+}
+
+int
+sp_threads_init(PyObject *module)
+{
+#if SP_NEED_THREAD_GUARD
+    if (threads->start_thread == NULL && threads_guard_start(module) < 0) {
+        return -1;
+    }
+#else
+    (void)module;
+#endif
+    return 0;
+}
