@@ -78,3 +78,42 @@ clean:
 	rm -rf build *.egg-info safepyrun/*.so $(VENVS)
 
 -include bench.mk
+
+# ---- red team (issue 10): escape and compatibility corpora, figures, fuzzing --
+#   make redteam  runs tests/redteam's corpora on our engine and on the
+#                 published safepyrun + fastaudit (its own venv, Python 3.12+),
+#                 plus a short fuzz run; prints and writes tests/redteam/RESULTS.md
+#   make fuzz     a longer atheris run (FUZZ_SECONDS) on the path checker and
+#                 cell runner; its figures go to tests/redteam/fuzz-stats.json
+REDTEAM_PUB_PY ?= $(firstword $(call findpy,3.12) $(call findpy,3.13))
+REDTEAM_FUZZ_SECONDS ?= 30
+FUZZ_SECONDS ?= 300
+
+.PHONY: redteam fuzz fuzz-venv redteam-pub-venv
+
+redteam: fuzz-venv redteam-pub-venv
+	$(call venv,$(PYTHON),$(VENVS)/redteam)
+	$(call install,$(VENVS)/redteam,$(WERROR))
+	$(VENVS)/redteam/bin/python tests/redteam/run_redteam.py \
+	  --ours $(VENVS)/redteam/bin/python --published $(VENVS)/pub/bin/python \
+	  --fuzz $(VENVS)/fuzz/bin/python --fuzz-seconds $(REDTEAM_FUZZ_SECONDS)
+
+redteam-pub-venv:
+	@test -x $(VENVS)/pub/bin/python || { \
+	  test -n "$(REDTEAM_PUB_PY)" || { echo "no Python 3.12+ for the published implementation"; exit 1; }; \
+	  echo "== creating $(VENVS)/pub (published safepyrun + fastaudit) with $(REDTEAM_PUB_PY)"; \
+	  $(REDTEAM_PUB_PY) -m venv $(VENVS)/pub && \
+	  $(VENVS)/pub/bin/pip install -q --upgrade pip && \
+	  $(VENVS)/pub/bin/pip install -q safepyrun fastaudit pandas numpy matplotlib; }
+
+fuzz-venv:
+	@test -x $(VENVS)/fuzz/bin/python || { \
+	  echo "== creating $(VENVS)/fuzz (atheris) with $$($(PYTHON) --version)"; \
+	  $(PYTHON) -m venv $(VENVS)/fuzz && \
+	  $(VENVS)/fuzz/bin/pip install -q --upgrade pip 'setuptools>=64' wheel && \
+	  $(VENVS)/fuzz/bin/pip install -q atheris pytest hypothesis; }
+	$(call install,$(VENVS)/fuzz,$(WERROR))
+
+fuzz: fuzz-venv
+	$(VENVS)/fuzz/bin/python tests/redteam/run_redteam.py --fuzz-only \
+	  --fuzz $(VENVS)/fuzz/bin/python --fuzz-seconds $(FUZZ_SECONDS)

@@ -7,7 +7,9 @@ WORLD (the cwd, outside OK), MARKER (a file `touch` would create: a program
 ran), TOUCH, CMD (f"{TOUCH} {MARKER}"), PORT/UPORT (a loopback TCP listener
 and UDP socket owned by the parent: a connection or datagram is an effect),
 FLAG (a host list: anything appended is an effect), os, sys, Path, shutil,
-and `python` (the runner itself, as IPython's extension exposes it).
+`python` (the runner itself, as IPython's extension exposes it), and SPA
+(the module that defines allow(): safepyrun here, pyskills in the published
+implementation).
 `tempfile.tempdir` is OUT, as if the system temp dir were not allowed.
 
 Fields:
@@ -54,7 +56,10 @@ def C(id, group, kind, code, **kw):
 VICTIM_SAME = "'' if open(VICTIM).read() == 'original' else 'victim.txt changed'"
 TOOL_SETUP = """
 import subprocess, safepyrun
-from safepyrun import allow, PosAllowPolicy
+try:
+    from safepyrun import allow, PosAllowPolicy
+except ImportError:  # the published implementation keeps them in pyskills
+    from pyskills import allow, PosAllowPolicy
 VCS = 'true'
 def vcs_status(exe=None):
     "A host tool: runs the version-control status command."
@@ -476,10 +481,10 @@ con.load_extension('libc.so.6')
 
 R = "trust"
 SP = "sys.modules['safepyrun']"
-C("r-allow", R, "deliberate", f"{SP}.allow(os.system)\nos.system(CMD)")
+C("r-allow", R, "deliberate", "SPA.allow(os.system)\nos.system(CMD)")
 C("r-allow-in-fresh-context", R, "deliberate", f"""
 import contextvars
-contextvars.Context().run({SP}.allow, os.system)
+contextvars.Context().run(SPA.allow, os.system)
 os.system(CMD)
 """)
 C("r-engine-register", R, "deliberate", f"""
@@ -510,11 +515,11 @@ vars(sp)['RunPython'] = Yolo
 """, check=f"'' if sys.modules['safepyrun'].RunPython.__name__ == 'RunPython' "
            f"else 'safepyrun.RunPython replaced'")
 C("r-module-dict-chk-dest", R, "deliberate", f"""
-vars({SP})['chk_dest'] = lambda *a: None
+vars(SPA)['chk_dest'] = lambda *a: None
 save_text(OUT + '/via-tool.txt', 'x')
 """, setup=TOOL_SETUP)
 C("r-policy-class-attr", R, "deliberate", f"""
-{SP}.PosAllowPolicy.__call__ = lambda *a: None
+SPA.PosAllowPolicy.__call__ = lambda *a: None
 save_text(OUT + '/via-tool.txt', 'x')
 """, setup=TOOL_SETUP)
 C("r-policy-instance-attr", R, "deliberate", """

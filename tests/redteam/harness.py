@@ -286,7 +286,8 @@ def child_main(case_id, base, tcp_port, udp_port):
     flag = []
     touch = shutil.which("touch")
     marker = os.path.join(out, "marker")
-    g = {"__name__": "__redteam__", "os": os, "sys": sys, "Path": Path,
+    spa = sp if hasattr(sp, "allow") else __import__("pyskills")
+    g = {"__name__": "__redteam__", "os": os, "sys": sys, "Path": Path, "SPA": spa,
          "shutil": shutil, "SimpleNamespace": SimpleNamespace,
          "OK": ok, "OUT": out, "WORLD": world, "VICTIM": os.path.join(out, "victim.txt"),
          "MARKER": marker, "TOUCH": touch, "CMD": f"{touch} {marker}",
