@@ -163,6 +163,9 @@ def main():
     ap.add_argument("--fuzz-only", action="store_true")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     a = ap.parse_args()
+    for name in ("ours", "published", "fuzz", "ours_path"):
+        if getattr(a, name):  # children run in other directories
+            setattr(a, name, os.path.abspath(getattr(a, name)))
     started = time.time()
     if a.fuzz_only:
         run_fuzz(a.fuzz, a.fuzz_seconds, a.ours_path)
