@@ -237,6 +237,14 @@ C("w-chown", W, "deliberate", "os.chown(VICTIM, 12345, 12345)")
 C("w-chdir-inside-then-dotdot", W, "deliberate",
   "os.chdir(OK)\nopen('../escaped.txt', 'w').write('x')",
   after="os.chdir(WORLD)")
+C("w-dangling-symlink", W, "deliberate",
+  "shutil.copyfile(OK + '/data.txt', OK + '/dangling')",
+  setup="os.symlink(OUT + '/created-through-link.txt', OK + '/dangling')")
+C("w-rename-dir-fds", W, "deliberate", """
+src = os.open(OK, os.O_RDONLY)
+dst = os.open(OUT, os.O_RDONLY)
+os.rename('data.txt', 'renamed.txt', src_dir_fd=src, dst_dir_fd=dst)
+""")
 C("w-posix-module", W, "deliberate", """
 posix = __import__('posix')
 fd = posix.open(OUT + '/posix.txt', posix.O_WRONLY | posix.O_CREAT, 0o644)
@@ -348,6 +356,14 @@ import asyncio
 await asyncio.to_thread(lambda: None)
 await asyncio.get_running_loop().run_in_executor(None, os.system, CMD)
 """)
+C("p-pickle-reduce", P, "deliberate", """
+import pickle
+class Boom:
+    def __reduce__(self):
+        return (os.system, (CMD,))
+pickle.loads(pickle.dumps(Boom()))
+""")
+C("p-map-native", P, "deliberate", "list(map(os.system, [CMD]))")
 C("p-signal-self", P, "clumsy", "import signal\nos.kill(os.getpid(), signal.SIGUSR1)",
   setup="import signal\nsignal.signal(signal.SIGUSR1, lambda *a: FLAG.append('signal'))")
 C("p-raise-signal", P, "deliberate", "import signal\nsignal.raise_signal(signal.SIGUSR1)",
@@ -471,6 +487,16 @@ ct.memmove(id(SECRET) + sys.getsizeof(b'') - 1, b'PWNED', 5)
   check="'' if SECRET == b'original-bytes' else 'host memory written: ' + repr(SECRET)",
   known_gap="importing ctypes is allowed and ctypes.memmove raises no audit "
             "event: process memory can be written")
+C("x-ctypes-pythonapi", X, "deliberate", """
+ct = __import__('ctypes')
+ct.pythonapi.PyRun_SimpleString(f"import os; os.system({CMD!r})".encode())
+""")
+C("x-proc-self-mem", X, "deliberate", """
+with open('/proc/self/mem', 'r+b') as mem:
+    mem.seek(id(SECRET) + sys.getsizeof(b'') - 1)
+    mem.write(b'PWNED')
+""", setup="SECRET = b'original-bytes'",
+  check="'' if SECRET == b'original-bytes' else 'host memory written: ' + repr(SECRET)")
 C("x-sqlite-extension", X, "deliberate", """
 import sqlite3
 con = sqlite3.connect(':memory:')
@@ -491,6 +517,36 @@ C("r-engine-register", R, "deliberate", f"""
 {SP}._engine.allow_register(os.system)
 os.system(CMD)
 """, skip_if="impl != 'ours'")
+C("r-host-runner-run", R, "deliberate", """
+await python._runner.run(f'os.system({CMD!r})')
+""", skip_if="impl != 'ours'")
+C("r-gc-runner-yolo", R, "deliberate", """
+import gc
+for o in gc.get_objects():
+    if type(o).__name__ == 'Runner' and hasattr(o, 'run'):
+        r = type(o)({'os': os}, None, None, False, True, None, None)
+        await r.run(f'os.system({CMD!r})')
+        break
+""", skip_if="impl != 'ours'")
+C("r-track-call-native", R, "deliberate",
+  "t = SPA.track_call(os.system)\nt(CMD)", skip_if="impl != 'ours'")
+C("r-policy-class-swap", R, "deliberate", """
+class Lax(type(save_policy)):
+    def __call__(self, *a):
+        return None
+save_policy.__class__ = Lax
+save_text(OUT + '/via-tool.txt', 'x')
+""", setup=TOOL_SETUP)
+C("r-builtins-isinstance", R, "deliberate", """
+import builtins
+real_isinstance, real_hasattr = builtins.isinstance, builtins.hasattr
+builtins.isinstance = lambda o, t: False if t == (str, bytes) else real_isinstance(o, t)
+builtins.hasattr = lambda o, n: False if n == '__fspath__' else real_hasattr(o, n)
+try:
+    save_text(OUT + '/via-tool.txt', 'x')
+finally:
+    builtins.isinstance, builtins.hasattr = real_isinstance, real_hasattr
+""", setup=TOOL_SETUP)
 C("r-set-data", R, "deliberate", f"""
 {SP}.set_data(ok_dests=[OUT])
 save_text(OUT + '/via-tool.txt', 'x')
@@ -845,6 +901,11 @@ KNOWN_GAPS = {
     "r-function-with-trusted-code": "trust follows the code object: a new "
                                     "function over a trusted tool's code with "
                                     "the cell's globals is trusted",
+    "r-policy-class-swap": "assigning a registered policy object's __class__ is "
+                           "not refused: a permissive subclass replaces its check",
+    "r-builtins-isinstance": "the Python policies look up isinstance/hasattr in "
+                             "the shared builtins module, which a cell can rebind: "
+                             "PosAllowPolicy then checks nothing",
     "r-trusted-defaults": "replacing a trusted tool's __defaults__ is not refused",
     "g-monitoring-new-tool": "sys.monitoring.use_tool_id is not refused: a cell "
                              "claims a tool id for the host's lifetime (only "
