@@ -18,7 +18,6 @@ sys.path.insert(0, HERE)
 from cases import CASES, GROUPS  # noqa: E402
 from harness import run_case  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
 SANDBOX_TEXT = ("safepyrun refused", "not allowed in the sandbox",
                 "not allowed; permitted")
 
@@ -33,9 +32,13 @@ def params():
 
 
 def child_env():
+    """The children import the safepyrun this process imported (the source
+    tree with an in-place build, or the venv's installed copy)."""
+    import safepyrun
+    where = os.path.dirname(os.path.dirname(os.path.abspath(safepyrun.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [REPO] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        [where] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
 

@@ -9,12 +9,13 @@ import tempfile
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 
 
 def run_fuzz(python, seconds, artifacts):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([REPO, env.get("PYTHONPATH", "")])
+    import safepyrun  # the children use the copy this process imported
+    where = os.path.dirname(os.path.dirname(os.path.abspath(safepyrun.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([where, env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [python, os.path.join(HERE, "fuzz_engine.py"),
          f"-max_total_time={seconds}", f"-artifact_prefix={artifacts}/",

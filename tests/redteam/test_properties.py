@@ -149,7 +149,7 @@ def _one(root, links, path, dests, self_ok, follow, absolute):
     try:
         want = ref_check(path, dests, follow=follow, self_ok=self_ok)
     except OSError:
-        pytest.skip("model cannot resolve")
+        assume(False)  # the model cannot resolve it
     assert got is want, (path, dests, links, self_ok, follow)
     if self_ok and follow:
         # chk_dest is the same check with self_ok: raises exactly when refused
