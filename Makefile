@@ -86,17 +86,27 @@ clean:
 #   make fuzz     a longer atheris run (FUZZ_SECONDS) on the path checker and
 #                 cell runner; its figures go to tests/redteam/fuzz-stats.json
 REDTEAM_PUB_PY ?= $(firstword $(call findpy,3.12) $(call findpy,3.13))
+# ours is measured on the default python3 and on 3.12 (the published one's)
+REDTEAM_OURS ?= $(PYTHON) $(PY312)
 REDTEAM_FUZZ_SECONDS ?= 30
 FUZZ_SECONDS ?= 300
 
-.PHONY: redteam fuzz fuzz-venv redteam-pub-venv
+.PHONY: redteam redteam-one fuzz fuzz-venv redteam-pub-venv
 
 redteam: fuzz-venv redteam-pub-venv
-	$(call venv,$(PYTHON),$(VENVS)/redteam)
-	$(call install,$(VENVS)/redteam,$(WERROR))
-	$(VENVS)/redteam/bin/python tests/redteam/run_redteam.py \
-	  --ours $(VENVS)/redteam/bin/python --published $(VENVS)/pub/bin/python \
+	@set -e; args=""; for py in $(REDTEAM_OURS); do \
+	  tag=$$($$py -c 'import sys; print("py%d%d" % sys.version_info[:2])'); \
+	  $(MAKE) --no-print-directory redteam-one PY=$$py DIR=$(VENVS)/$$tag; \
+	  args="$$args --ours $(VENVS)/$$tag/bin/python"; \
+	done; \
+	$(PYTHON) tests/redteam/run_redteam.py $$args \
+	  --published $(VENVS)/pub/bin/python \
 	  --fuzz $(VENVS)/fuzz/bin/python --fuzz-seconds $(REDTEAM_FUZZ_SECONDS)
+
+# our engine built into the same per-interpreter venvs as `make test`
+redteam-one:
+	$(call venv,$(PY),$(DIR))
+	$(call install,$(DIR),$(WERROR))
 
 redteam-pub-venv:
 	@test -x $(VENVS)/pub/bin/python || { \

@@ -39,6 +39,7 @@ SENSITIVE_ENV = ("PATH", "HOME", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH",
                  "PYTHONHOME", "SHELL", "TMPDIR", "USER", "http_proxy",
                  "HTTPS_PROXY", "SSL_CERT_FILE", "BROWSER")
 REFUSAL_TEXT = ("safepyrun refused", "not allowed in the sandbox",
+                "blocked in sandbox",  # the published implementation
                 "not allowed; permitted", " not in ", "not allowed")
 
 
@@ -187,7 +188,7 @@ def run_case(case_id, python=sys.executable, env=None, timeout=60):
         out["status"] = "escaped"
     else:
         refusal = report.get("refusal")
-        if refusal is None and any(t in stderr for t in REFUSAL_TEXT[:3]):
+        if refusal is None and any(t in stderr for t in REFUSAL_TEXT[:4]):
             refusal = "stderr"
         if refusal is None and report.get("holds_by"):
             refusal = "holds_by: " + report["holds_by"]
