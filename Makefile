@@ -78,3 +78,52 @@ clean:
 	rm -rf build *.egg-info safepyrun/*.so $(VENVS)
 
 -include bench.mk
+
+# ---- red team (issue 10): escape and compatibility corpora, figures, fuzzing --
+#   make redteam  runs tests/redteam's corpora on our engine and on the
+#                 published safepyrun + fastaudit (its own venv, Python 3.12+),
+#                 plus a short fuzz run; prints and writes tests/redteam/RESULTS.md
+#   make fuzz     a longer atheris run (FUZZ_SECONDS) on the path checker and
+#                 cell runner; its figures go to tests/redteam/fuzz-stats.json
+REDTEAM_PUB_PY ?= $(firstword $(call findpy,3.12) $(call findpy,3.13))
+# ours is measured on the default python3 and on 3.12 (the published one's)
+REDTEAM_OURS ?= $(PYTHON) $(PY312)
+REDTEAM_FUZZ_SECONDS ?= 30
+FUZZ_SECONDS ?= 300
+
+.PHONY: redteam redteam-one fuzz fuzz-venv redteam-pub-venv
+
+redteam: fuzz-venv redteam-pub-venv
+	@set -e; args=""; for py in $(REDTEAM_OURS); do \
+	  tag=$$($$py -c 'import sys; print("py%d%d" % sys.version_info[:2])'); \
+	  $(MAKE) --no-print-directory redteam-one PY=$$py DIR=$(VENVS)/$$tag; \
+	  args="$$args --ours $(VENVS)/$$tag/bin/python"; \
+	done; \
+	$(PYTHON) tests/redteam/run_redteam.py $$args \
+	  --published $(VENVS)/pub/bin/python \
+	  --fuzz $(VENVS)/fuzz/bin/python --fuzz-seconds $(REDTEAM_FUZZ_SECONDS)
+
+# our engine built into the same per-interpreter venvs as `make test`
+redteam-one:
+	$(call venv,$(PY),$(DIR))
+	$(call install,$(DIR),$(WERROR))
+
+redteam-pub-venv:
+	@test -x $(VENVS)/pub/bin/python || { \
+	  test -n "$(REDTEAM_PUB_PY)" || { echo "no Python 3.12+ for the published implementation"; exit 1; }; \
+	  echo "== creating $(VENVS)/pub (published safepyrun + fastaudit) with $(REDTEAM_PUB_PY)"; \
+	  $(REDTEAM_PUB_PY) -m venv $(VENVS)/pub && \
+	  $(VENVS)/pub/bin/pip install -q --upgrade pip && \
+	  $(VENVS)/pub/bin/pip install -q safepyrun fastaudit pandas numpy matplotlib; }
+
+fuzz-venv:
+	@test -x $(VENVS)/fuzz/bin/python || { \
+	  echo "== creating $(VENVS)/fuzz (atheris) with $$($(PYTHON) --version)"; \
+	  $(PYTHON) -m venv $(VENVS)/fuzz && \
+	  $(VENVS)/fuzz/bin/pip install -q --upgrade pip 'setuptools>=64' wheel && \
+	  $(VENVS)/fuzz/bin/pip install -q atheris pytest hypothesis; }
+	$(call install,$(VENVS)/fuzz,$(WERROR))
+
+fuzz: fuzz-venv
+	$(VENVS)/fuzz/bin/python tests/redteam/run_redteam.py --fuzz-only \
+	  --fuzz $(VENVS)/fuzz/bin/python --fuzz-seconds $(FUZZ_SECONDS)
