@@ -130,7 +130,9 @@ typedef struct {
     /* threads.c: the executor and thread-start guards. */
     struct sp_threads_state {
         PyObject *submit;           /* the real ThreadPoolExecutor.submit */
-        PyObject *get_running_loop; /* asyncio.events._get_running_loop */
+        PyObject *init;             /* the real ThreadPoolExecutor.__init__ */
+        PyObject *run_in_executor_code; /* BaseEventLoop.run_in_executor's */
+        PyObject *asyncio_executors; /* {id: weakref}: asyncio's own */
         PyObject *frozen_types;     /* the classes made immutable */
         PyObject *start_thread;     /* 3.11: the real _thread.start_new_thread */
     } threads;

@@ -103,26 +103,83 @@ done:
 }
 #endif
 
-/* Whether `executor` is the running event loop's default executor.
- * 1 / 0 / -1. */
+/* Whether `executor` is asyncio's own: made by the event loop's
+ * run_in_executor as its default executor (recorded by the guarded
+ * __init__ below), not one a cell made and set as the default.  1 / 0. */
 static int
 threads_is_default_executor(PyObject *executor)
 {
-    PyObject *loop = threads->get_running_loop == NULL ? NULL
-        : PyObject_CallNoArgs(threads->get_running_loop);
-    if (loop == NULL) {
+    PyObject *key = PyLong_FromVoidPtr(executor);
+    PyObject *wr = key == NULL ? NULL
+        : PyDict_GetItemWithError(threads->asyncio_executors, key); /* borrowed */
+    Py_XDECREF(key);
+    if (wr == NULL) {
         PyErr_Clear();
         return 0;
     }
-    PyObject *dflt = loop == Py_None ? NULL
-        : PyObject_GetAttrString(loop, "_default_executor");
-    if (dflt == NULL) {
+    return sp_weakref_is(wr, executor);
+}
+
+/* ThreadPoolExecutor.__init__, as installed by sp_threads_before_run: an
+ * executor made by the event loop's run_in_executor (asyncio's default
+ * executor) is recorded as asyncio's own. */
+static PyObject *
+threads_guarded_init(PyObject *unused, PyObject *const *args, size_t nargsf,
+                     PyObject *kwnames)
+{
+    (void)unused;
+    PyObject *res = PyObject_Vectorcall(threads->init, args, nargsf, kwnames);
+    PyFrameObject *caller = PyEval_GetFrame(); /* borrowed */
+    if (res == NULL || PyVectorcall_NARGS(nargsf) < 1 || caller == NULL) {
+        return res;
+    }
+    PyCodeObject *code = PyFrame_GetCode(caller);
+    int by_asyncio = (PyObject *)code == threads->run_in_executor_code;
+    Py_DECREF(code);
+    if (by_asyncio && PyDict_GET_SIZE(threads->asyncio_executors) >= 16) {
+        /* One per event loop: forget the executors that are gone. */
+        PyObject *items = PyDict_Items(threads->asyncio_executors);
+        for (Py_ssize_t i = 0; items != NULL && i < PyList_GET_SIZE(items); i++) {
+            PyObject *pair = PyList_GET_ITEM(items, i);
+            if (sp_weakref_dead(PyTuple_GET_ITEM(pair, 1)) &&
+                PyDict_DelItem(threads->asyncio_executors,
+                               PyTuple_GET_ITEM(pair, 0)) < 0) {
+                PyErr_Clear();
+            }
+        }
+        Py_XDECREF(items);
         PyErr_Clear();
     }
-    int is_default = dflt != NULL && dflt == executor;
-    Py_XDECREF(dflt);
-    Py_DECREF(loop);
-    return is_default;
+    if (by_asyncio) {
+        PyObject *key = PyLong_FromVoidPtr(args[0]);
+        PyObject *wr = key == NULL ? NULL : PyWeakref_NewRef(args[0], NULL);
+        if (wr == NULL || PyDict_SetItem(threads->asyncio_executors, key, wr) < 0) {
+            Py_CLEAR(res);
+        }
+        Py_XDECREF(key);
+        Py_XDECREF(wr);
+    }
+    return res;
+}
+
+static PyMethodDef threads_init_def = {
+    "__init__", (PyCFunction)(void (*)(void))threads_guarded_init,
+    METH_FASTCALL | METH_KEYWORDS,
+    "Initialise the executor (safepyrun records asyncio's own)."};
+
+/* Replace `name` of class `tp` by an instance method wrapping the C
+ * function `def`; the real attribute goes to *real.  0 / -1. */
+static int
+threads_wrap_method(PyObject *tp, const char *name, PyMethodDef *def,
+                    PyObject **real)
+{
+    *real = PyObject_GetAttrString(tp, name);
+    PyObject *fn = *real == NULL ? NULL : PyCFunction_NewEx(def, NULL, NULL);
+    PyObject *method = fn == NULL ? NULL : PyInstanceMethod_New(fn);
+    int rc = method == NULL ? -1 : PyObject_SetAttrString(tp, name, method);
+    Py_XDECREF(fn);
+    Py_XDECREF(method);
+    return rc;
 }
 
 /* ThreadPoolExecutor.submit, as installed by sp_threads_before_run: work
@@ -192,18 +249,17 @@ static PyMethodDef threads_submit_def = {
 static int
 threads_guard_executor(void)
 {
-    PyObject *mod = NULL, *tpe = NULL, *fn = NULL, *method = NULL;
+    PyObject *mod = NULL, *tpe = NULL;
     int rc = -1;
     mod = PyImport_ImportModule("concurrent.futures.thread");
     tpe = mod == NULL ? NULL : PyObject_GetAttrString(mod, "ThreadPoolExecutor");
     if (tpe == NULL || !PyType_Check(tpe)) {
         goto done;
     }
-    threads->submit = PyObject_GetAttrString(tpe, "submit");
-    fn = threads->submit == NULL ? NULL
-                                    : PyCFunction_NewEx(&threads_submit_def, NULL, NULL);
-    method = fn == NULL ? NULL : PyInstanceMethod_New(fn);
-    if (method == NULL || PyObject_SetAttrString(tpe, "submit", method) < 0) {
+    if (threads_wrap_method(tpe, "submit", &threads_submit_def,
+                            &threads->submit) < 0 ||
+        threads_wrap_method(tpe, "__init__", &threads_init_def,
+                            &threads->init) < 0) {
         goto done;
     }
     /* The classes whose attributes a cell may not change: the guarded
@@ -224,8 +280,6 @@ threads_guard_executor(void)
 done:
     Py_XDECREF(mod);
     Py_XDECREF(tpe);
-    Py_XDECREF(fn);
-    Py_XDECREF(method);
     return rc;
 }
 
@@ -235,11 +289,23 @@ sp_threads_before_run(void)
     if (threads->submit != NULL) {
         return 0;
     }
-    PyObject *events = PyImport_ImportModule("asyncio.events");
-    threads->get_running_loop = events == NULL ? NULL
-        : PyObject_GetAttrString(events, "_get_running_loop");
-    Py_XDECREF(events);
-    if (threads->get_running_loop == NULL) {
+    /* asyncio's default executor is made by this method. */
+    PyObject *base = PyImport_ImportModule("asyncio.base_events");
+    PyObject *loop_type = base == NULL ? NULL
+        : PyObject_GetAttrString(base, "BaseEventLoop");
+    PyObject *fn = loop_type == NULL ? NULL
+        : PyObject_GetAttrString(loop_type, "run_in_executor");
+    Py_XDECREF(base);
+    Py_XDECREF(loop_type);
+    if (fn == NULL) {
+        return -1;
+    }
+    if (PyFunction_Check(fn)) {
+        threads->run_in_executor_code = Py_NewRef(PyFunction_GET_CODE(fn));
+    }
+    Py_DECREF(fn);
+    threads->asyncio_executors = PyDict_New();
+    if (threads->asyncio_executors == NULL) {
         return -1;
     }
     return threads_guard_executor();
