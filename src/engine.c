@@ -1,7 +1,7 @@
 /* engine.c - the safepyrun._engine module: wires the parts together.
  *
- * Each part (rules, context, registry, trust, hook, runner) has its own file and an
- * sp_<area>_init called from the one exec function below, in dependency
+ * Each part (rules, context, registry, trust, hook, runner, policy, shell)
+ * has its own file and an sp_<area>_init called from the one exec function below, in dependency
  * order.  The audit hook is process-wide and cannot be removed, so the
  * state it reads is process-wide too and outlives any one module object;
  * this module therefore declares that it does not support several
@@ -15,9 +15,11 @@
 #include "hook.h"
 #include "monitor.h"
 #include "paths.h"
+#include "policy.h"
 #include "registry.h"
 #include "rules.h"
 #include "runner.h"
+#include "shell.h"
 #include "trust.h"
 
 PyDoc_STRVAR(normalise_dests_doc,
@@ -146,9 +148,10 @@ done:
 PyDoc_STRVAR(chk_dest_doc,
 "chk_dest(path, ok_dests) -> None\n\n"
 "Raise PermissionError unless path lies inside one of ok_dests (a list of\n"
-"paths, or a policy's data mapping holding 'ok_dests').  ok_dests=None\n"
-"allows everything.  The same C resolution as the audit hook: '~', '..'\n"
-"and symlinks resolved; a destination itself counts as inside.");
+"paths, or a policy's data mapping holding 'ok_dests': a dict or a\n"
+"read-only view).  ok_dests=None allows everything.  The same C resolution\n"
+"as the audit hook: '~', '..' and symlinks resolved; a destination itself\n"
+"counts as inside.");
 
 static PyObject *
 engine_chk_dest(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -160,41 +163,10 @@ engine_chk_dest(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      nargs);
         return NULL;
     }
-    PyObject *path = args[0], *given = args[1], *dests = NULL, *res = NULL;
-    PyObject *resolved = NULL;
-    if (PyDict_Check(given)) {
-        given = PyDict_GetItemString(given, "ok_dests"); /* borrowed */
-        if (given == NULL) {
-            PyErr_SetString(PyExc_KeyError,
-                            "chk_dest(): the data mapping has no 'ok_dests'");
-            return NULL;
-        }
-    }
-    dests = sp_paths_normalise_dests(given);
-    if (dests == NULL) {
+    if (sp_policy_chk_dest(args[0], args[1]) < 0) {
         return NULL;
     }
-    if (dests != Py_None) {
-        int ok = sp_paths_check_write(path, -1, SP_PATH_FOLLOW | SP_PATH_SELF,
-                                      dests, &resolved);
-        if (ok < 0) {
-            goto done;
-        }
-        if (ok == 0) {
-            PyObject *list = PySequence_List(dests);
-            if (list != NULL) {
-                PyErr_Format(PyExc_PermissionError,
-                             "Dest %R not allowed; permitted: %R", path, list);
-                Py_DECREF(list);
-            }
-            goto done;
-        }
-    }
-    res = Py_NewRef(Py_None);
-done:
-    Py_XDECREF(resolved);
-    Py_DECREF(dests);
-    return res;
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef engine_methods[] = {
@@ -216,7 +188,8 @@ engine_exec(PyObject *module)
     if (sp_rules_init() < 0 || sp_context_init(module) < 0 ||
         sp_registry_init(module) < 0 || sp_trust_init(module) < 0 ||
         sp_monitor_init(module) < 0 || sp_hook_init(module) < 0 ||
-        sp_runner_init(module) < 0) {
+        sp_runner_init(module) < 0 || sp_policy_init(module) < 0 ||
+        sp_shell_init(module) < 0) {
         return -1;
     }
     return 0;

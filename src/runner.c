@@ -32,6 +32,7 @@
 
 #include "check.h"
 #include "context.h"
+#include "gate.h"
 #include "hook.h"
 #include "monitor.h"
 #include "paths.h"
@@ -238,6 +239,8 @@ runner_export(PyObject *globals, PyObject *g)
 
 /* ---- Runner ---------------------------------------------------------- */
 
+static PyObject *runner_run(PyObject *self, PyObject *source);
+
 typedef struct {
     PyObject_HEAD
     PyObject *g;        /* owned: host namespace (dict) */
@@ -284,6 +287,12 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     PyObject *g, *ok_dests, *banned = Py_None, *data = Py_None;
     PyObject *pre_deny = Py_None;
     int ban_defs = 0, yolo = 0;
+    /* A runner made inside a run would carry a policy of the cell's own
+     * choosing (yolo, ok_dests=None): refused, whatever the route
+     * (RunPython, _engine.Runner, a subclass). */
+    if (sp_gate_refuse_inside("create a runner") < 0) {
+        return NULL;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO:Runner", kwlist,
                                      &g, &ok_dests, &banned, &ban_defs, &yolo,
                                      &data, &pre_deny)) {
@@ -346,6 +355,20 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 error:
     Py_DECREF(self);
     return NULL;
+}
+
+/* runner(code) is runner.run(code): RunPython, a subclass, is called
+ * straight into C. */
+static PyObject *
+runner_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"code", NULL};
+    PyObject *code; /* borrowed */
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:__call__", kwlist,
+                                     &code)) {
+        return NULL;
+    }
+    return runner_run(self, code);
 }
 
 static PyObject *
@@ -1244,6 +1267,7 @@ static PyType_Slot runner_slots[] = {
                 "data=None)\n\nThe engine behind RunPython: a host namespace "
                 "and the policy its cells run under."},
     {Py_tp_new, runner_tp_new},
+    {Py_tp_call, runner_tp_call},
     {Py_tp_traverse, runner_tp_traverse},
     {Py_tp_clear, runner_tp_clear},
     {Py_tp_dealloc, sp_gc_dealloc},
@@ -1256,7 +1280,9 @@ static PyType_Slot runner_slots[] = {
 static PyType_Spec runner_spec = {
     .name = "safepyrun._engine.Runner",
     .basicsize = sizeof(SpRunner),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    /* BASETYPE: RunPython subclasses it (with __slots__ = ()). */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE,
     .slots = runner_slots,
 };
 

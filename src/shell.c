@@ -1,0 +1,808 @@
+/* shell.c - pin the Python shell's names (see shell.h).
+ *
+ * What it owns: the snapshot, a list of pins.  Each pin is a tuple whose
+ * first item is its kind and second a label for messages:
+ *   ITEM  (dict, key, value)            dict[key] is value
+ *   DICT  (dict, copy, owner)           every entry of dict is the one in
+ *                                       copy, and no entry was added; owner
+ *                                       is the class whose dict it is (or
+ *                                       None for a module's)
+ *   CLASS (obj, type)                   type(obj) is type (a module's
+ *                                       __class__)
+ *   FUNC  (fn, code, defaults, kwdefaults, kwcopy, closure, contents)
+ *                                       a function's state: its code,
+ *                                       defaults, keyword defaults (object
+ *                                       and entries), closure cells and
+ *                                       their contents
+ *   LIST  (list, copy)                  a module's __path__ / __all__
+ * Values are compared by identity only: verify runs no Python code, so a
+ * cell cannot make a comparison lie.  NULL fields are stored as None.
+ *
+ * Invariants: the snapshot is taken by the host (refused inside a run),
+ * at the end of `import safepyrun` and after the user config; the module
+ * type's __setattr__ retakes it when the host itself sets a module
+ * attribute (a submodule import does).  Extra pins (shell_pin) survive a
+ * retake.  `__warningregistry__` is ignored: the warnings machinery writes
+ * it into the globals of whichever module a warning is attributed to.
+ *
+ * Cost: verify is a pointer comparison per pinned entry (a few hundred),
+ * no allocation when nothing changed.
+ *
+ * Threading: GIL held.  The pins are process-wide, like the audit hook.
+ */
+#include "common.h"
+#include "shell.h"
+
+#include "gate.h"
+
+/* Process-wide, owned, written by shell_snapshot / shell_pin (host only). */
+static struct {
+    PyObject *pins;  /* list of pin tuples, or NULL before the first snapshot */
+    PyObject *extra; /* list of pin tuples added by shell_pin */
+    PyObject *ignored_key; /* interned "__warningregistry__" */
+} shell;
+
+enum { PIN_ITEM, PIN_DICT, PIN_CLASS, PIN_FUNC, PIN_LIST };
+
+#define OR_NONE(o) ((o) == NULL ? Py_None : (PyObject *)(o))
+
+/* ---- taking the snapshot ------------------------------------------------ */
+
+/* Append a pin tuple built from `fmt` (Py_BuildValue, "(i...)").  Steals
+ * nothing.  0 ok, -1 error. */
+static int
+shell_add(PyObject *pins, PyObject *pin)
+{
+    if (pin == NULL) {
+        return -1;
+    }
+    int rc = PyList_Append(pins, pin);
+    Py_DECREF(pin);
+    return rc;
+}
+
+/* Whether a module name belongs to the shell: "safepyrun" or
+ * "safepyrun.*". */
+static int
+shell_is_ours(PyObject *name)
+{
+    if (!PyUnicode_Check(name)) {
+        return 0;
+    }
+    if (PyUnicode_CompareWithASCIIString(name, "safepyrun") == 0) {
+        return 1;
+    }
+    PyObject *prefix = PyUnicode_FromString("safepyrun.");
+    if (prefix == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_ssize_t m = PyUnicode_Tailmatch(name, prefix, 0, PY_SSIZE_T_MAX, -1);
+    Py_DECREF(prefix);
+    if (m < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return (int)m;
+}
+
+/* Whether `tp` is a class of the shell: its __module__ is ours.  No
+ * exception is left set. */
+static int
+shell_is_our_type(PyTypeObject *tp)
+{
+    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    if (mod == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ours = shell_is_ours(mod);
+    Py_DECREF(mod);
+    return ours;
+}
+
+/* "module.qualname" of a class or function, for messages.  New ref. */
+static PyObject *
+shell_label(PyObject *obj)
+{
+    PyObject *mod = PyObject_GetAttrString(obj, "__module__");
+    PyObject *qual = PyObject_GetAttrString(obj, "__qualname__");
+    PyObject *label = NULL;
+    if (mod != NULL && qual != NULL) {
+        label = PyUnicode_FromFormat("%S.%S", mod, qual);
+    }
+    else {
+        PyErr_Clear();
+        label = PyUnicode_FromString(Py_TYPE(obj)->tp_name);
+    }
+    Py_XDECREF(mod);
+    Py_XDECREF(qual);
+    return label;
+}
+
+/* Make a class of the shell immutable, when every class in its MRO is
+ * (PyType_Freeze's rule in 3.14, which does the same: set the flag and
+ * invalidate the attribute cache).  Idempotent. */
+static void
+shell_freeze(PyTypeObject *tp)
+{
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) ||
+        (tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE)) {
+        return;
+    }
+    PyObject *mro = tp->tp_mro; /* borrowed */
+    if (mro == NULL || !PyTuple_Check(mro)) {
+        return;
+    }
+    for (Py_ssize_t i = 1; i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!(base->tp_flags & Py_TPFLAGS_IMMUTABLETYPE)) {
+            return;
+        }
+    }
+    tp->tp_flags |= Py_TPFLAGS_IMMUTABLETYPE;
+    PyType_Modified(tp);
+}
+
+/* Pin a function's state.  `seen` is a set of ids already pinned. */
+static int
+shell_pin_function(PyObject *pins, PyObject *fn)
+{
+    PyObject *label = NULL, *kwcopy = NULL, *contents = NULL; /* owned */
+    int rc = -1;
+    PyObject *kwdefaults = PyFunction_GetKwDefaults(fn); /* borrowed */
+    PyObject *closure = PyFunction_GetClosure(fn);       /* borrowed */
+    label = shell_label(fn);
+    if (label == NULL) {
+        goto done;
+    }
+    if (kwdefaults != NULL && PyDict_Check(kwdefaults)) {
+        kwcopy = PyDict_Copy(kwdefaults);
+        if (kwcopy == NULL) {
+            goto done;
+        }
+    }
+    if (closure != NULL && PyTuple_Check(closure)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(closure);
+        contents = PyTuple_New(n);
+        if (contents == NULL) {
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *cell = PyTuple_GET_ITEM(closure, i);
+            PyObject *value = PyCell_Check(cell) ? PyCell_GET(cell) : NULL;
+            PyTuple_SET_ITEM(contents, i, Py_NewRef(OR_NONE(value)));
+        }
+    }
+    rc = shell_add(pins, Py_BuildValue(
+        "(iOOOOOOOO)", PIN_FUNC, label, fn, PyFunction_GetCode(fn),
+        OR_NONE(PyFunction_GetDefaults(fn)), OR_NONE(kwdefaults),
+        OR_NONE(kwcopy), OR_NONE(closure), OR_NONE(contents)));
+done:
+    Py_XDECREF(label);
+    Py_XDECREF(kwcopy);
+    Py_XDECREF(contents);
+    return rc;
+}
+
+/* Whether `obj` was pinned already (adds it to `seen` if not): -1 error,
+ * 0 new, 1 seen. */
+static int
+shell_seen(PyObject *seen, PyObject *obj)
+{
+    PyObject *id = PyLong_FromVoidPtr(obj);
+    if (id == NULL) {
+        return -1;
+    }
+    int has = PySet_Contains(seen, id);
+    if (has == 0 && PySet_Add(seen, id) < 0) {
+        has = -1;
+    }
+    Py_DECREF(id);
+    return has;
+}
+
+static int shell_pin_namespace(PyObject *pins, PyObject *seen,
+                               PyObject *label, PyObject *dict,
+                               PyObject *owner);
+
+/* Pin what a namespace value leads to: a function's state (also inside
+ * staticmethod, classmethod and property), and a class of the shell (made
+ * immutable, its dict pinned). */
+static int
+shell_pin_value(PyObject *pins, PyObject *seen, PyObject *value)
+{
+    if (PyFunction_Check(value)) {
+        int was = shell_seen(seen, value);
+        return was != 0 ? (was < 0 ? -1 : 0) : shell_pin_function(pins, value);
+    }
+    static const char *const staticmethod_attrs[] = {"__func__", NULL};
+    static const char *const property_attrs[] = {"fget", "fset", "fdel", NULL};
+    const char *const *attrs = NULL;
+    if (PyObject_TypeCheck(value, &PyStaticMethod_Type) ||
+        PyObject_TypeCheck(value, &PyClassMethod_Type)) {
+        attrs = staticmethod_attrs;
+    }
+    else if (PyObject_TypeCheck(value, &PyProperty_Type)) {
+        attrs = property_attrs;
+    }
+    if (attrs != NULL) {
+        for (int i = 0; attrs[i] != NULL; i++) {
+            PyObject *fn = PyObject_GetAttrString(value, attrs[i]);
+            if (fn == NULL) {
+                return -1;
+            }
+            int rc = shell_pin_value(pins, seen, fn);
+            Py_DECREF(fn);
+            if (rc < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    if (PyType_Check(value) && shell_is_our_type((PyTypeObject *)value)) {
+        int was = shell_seen(seen, value);
+        if (was != 0) {
+            return was < 0 ? -1 : 0;
+        }
+        shell_freeze((PyTypeObject *)value);
+        PyObject *dict = sp_type_dict((PyTypeObject *)value);
+        PyObject *label = shell_label(value);
+        int rc = dict == NULL || label == NULL
+                     ? -1
+                     : shell_pin_namespace(pins, seen, label, dict, value);
+        Py_XDECREF(dict);
+        Py_XDECREF(label);
+        return rc;
+    }
+    return 0;
+}
+
+/* Pin a namespace (a module's or a class's dict) and what its values lead
+ * to.  `owner` is the class, or None. */
+static int
+shell_pin_namespace(PyObject *pins, PyObject *seen, PyObject *label,
+                    PyObject *dict, PyObject *owner)
+{
+    PyObject *copy = PyDict_Copy(dict);
+    if (copy == NULL ||
+        shell_add(pins, Py_BuildValue("(iOOOO)", PIN_DICT, label, dict, copy,
+                                      owner)) < 0) {
+        Py_XDECREF(copy);
+        return -1;
+    }
+    PyObject *key, *value; /* borrowed, from `copy` (owned here) */
+    Py_ssize_t pos = 0;
+    int rc = 0;
+    while (rc == 0 && PyDict_Next(copy, &pos, &key, &value)) {
+        if (owner == Py_None && PyList_CheckExact(value) &&
+            PyUnicode_Check(key) &&
+            (PyUnicode_CompareWithASCIIString(key, "__path__") == 0 ||
+             PyUnicode_CompareWithASCIIString(key, "__all__") == 0)) {
+            PyObject *items = PyList_AsTuple(value);
+            PyObject *what = items == NULL
+                                 ? NULL
+                                 : PyUnicode_FromFormat("%U.%U", label, key);
+            rc = what == NULL ? -1
+                              : shell_add(pins, Py_BuildValue(
+                                                    "(iOOO)", PIN_LIST, what,
+                                                    value, items));
+            Py_XDECREF(items);
+            Py_XDECREF(what);
+            continue;
+        }
+        rc = shell_pin_value(pins, seen, value);
+    }
+    Py_DECREF(copy);
+    return rc;
+}
+
+int
+sp_shell_snapshot(void)
+{
+    if (sp_gate_refuse_inside("take the shell's snapshot") < 0) {
+        return -1;
+    }
+    PyObject *pins = NULL, *seen = NULL, *names = NULL, *sys = NULL;
+    PyObject *label = NULL; /* owned */
+    int rc = -1;
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    pins = PyList_New(0);
+    seen = PySet_New(NULL);
+    names = PyDict_Keys(modules);
+    sys = PyImport_ImportModule("sys");
+    label = PyUnicode_FromString("sys.modules");
+    if (pins == NULL || seen == NULL || names == NULL || sys == NULL ||
+        label == NULL) {
+        goto done;
+    }
+    /* sys.modules itself: importlib looks it up as an attribute of sys. */
+    PyObject *sysdict = PyModule_GetDict(sys); /* borrowed */
+    PyObject *syslabel = PyUnicode_FromString("sys");
+    if (sysdict == NULL || syslabel == NULL ||
+        shell_add(pins, Py_BuildValue("(iOOsO)", PIN_ITEM, syslabel, sysdict,
+                                      "modules", modules)) < 0) {
+        Py_XDECREF(syslabel);
+        goto done;
+    }
+    Py_DECREF(syslabel);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
+        PyObject *name = PyList_GET_ITEM(names, i); /* borrowed */
+        if (!shell_is_ours(name)) {
+            continue;
+        }
+        PyObject *mod = NULL; /* owned */
+        if (sp_dict_get_ref(modules, name, &mod) < 0) {
+            goto done;
+        }
+        if (mod == NULL) {
+            continue;
+        }
+        int err = shell_add(pins, Py_BuildValue("(iOOOO)", PIN_ITEM, label,
+                                                modules, name, mod));
+        if (!err && PyModule_Check(mod)) {
+            PyObject *dict = PyModule_GetDict(mod); /* borrowed */
+            err = shell_add(pins, Py_BuildValue("(iOOO)", PIN_CLASS, name, mod,
+                                                (PyObject *)Py_TYPE(mod))) < 0 ||
+                  shell_pin_namespace(pins, seen, name, dict, Py_None) < 0;
+            /* The module's own class (safepyrun's guards attribute sets). */
+            if (!err) {
+                err = shell_pin_value(pins, seen, (PyObject *)Py_TYPE(mod)) < 0;
+            }
+        }
+        Py_DECREF(mod);
+        if (err) {
+            goto done;
+        }
+    }
+    Py_XSETREF(shell.pins, pins);
+    pins = NULL;
+    rc = 0;
+done:
+    Py_XDECREF(pins);
+    Py_XDECREF(seen);
+    Py_XDECREF(names);
+    Py_XDECREF(sys);
+    Py_XDECREF(label);
+    return rc;
+}
+
+/* ---- verifying ---------------------------------------------------------- */
+
+/* Note a change: count it, keep the first description. */
+static void
+shell_note(int *changes, PyObject **first, PyObject *what)
+{
+    (*changes)++;
+    if (*first == NULL) {
+        *first = what; /* reference moves in */
+    }
+    else {
+        Py_XDECREF(what);
+    }
+}
+
+/* dict[key] is value; restore it.  -1 error, 0 unchanged, 1 restored. */
+static int
+shell_restore_item(PyObject *dict, PyObject *key, PyObject *value)
+{
+    PyObject *cur = PyDict_GetItemWithError(dict, key); /* borrowed */
+    if (cur == value) {
+        return 0;
+    }
+    if (cur == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    return PyDict_SetItem(dict, key, value) < 0 ? -1 : 1;
+}
+
+/* Make `dict` hold exactly the entries of `copy` (by identity), ignoring
+ * the warnings registry.  -1 error, else 0 with *changed_key a new
+ * reference to the first key that differed (NULL if none). */
+static int
+shell_restore_dict(PyObject *dict, PyObject *copy, PyObject **changed_key)
+{
+    PyObject *key, *value; /* borrowed */
+    Py_ssize_t pos = 0;
+    *changed_key = NULL;
+    while (PyDict_Next(copy, &pos, &key, &value)) {
+        int r = shell_restore_item(dict, key, value);
+        if (r < 0) {
+            goto error;
+        }
+        if (r > 0 && *changed_key == NULL) {
+            *changed_key = Py_NewRef(key);
+        }
+    }
+    if (PyDict_Size(dict) == PyDict_Size(copy)) {
+        return 0;
+    }
+    /* Entries were added: remove them (the warnings registry stays). */
+    PyObject *keys = PyDict_Keys(dict); /* owned */
+    if (keys == NULL) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        key = PyList_GET_ITEM(keys, i);
+        int has = PyDict_Contains(copy, key);
+        if (has < 0) {
+            Py_DECREF(keys);
+            goto error;
+        }
+        if (has || (PyUnicode_Check(key) &&
+                    PyUnicode_Compare(key, shell.ignored_key) == 0)) {
+            continue;
+        }
+        if (PyDict_DelItem(dict, key) < 0) {
+            Py_DECREF(keys);
+            goto error;
+        }
+        if (*changed_key == NULL) {
+            *changed_key = Py_NewRef(key);
+        }
+    }
+    Py_DECREF(keys);
+    return 0;
+error:
+    Py_CLEAR(*changed_key);
+    return -1;
+}
+
+/* Restore a function's state.  -1 error, 0 unchanged, 1 restored. */
+static int
+shell_restore_function(PyObject *pin)
+{
+    PyObject *fn = PyTuple_GET_ITEM(pin, 2), *code = PyTuple_GET_ITEM(pin, 3);
+    PyObject *defaults = PyTuple_GET_ITEM(pin, 4);
+    PyObject *kwdefaults = PyTuple_GET_ITEM(pin, 5);
+    PyObject *kwcopy = PyTuple_GET_ITEM(pin, 6);
+    PyObject *closure = PyTuple_GET_ITEM(pin, 7);
+    PyObject *contents = PyTuple_GET_ITEM(pin, 8);
+    int changed = 0;
+    if (PyFunction_GetCode(fn) != code) {
+        if (PyObject_SetAttrString(fn, "__code__", code) < 0) {
+            return -1;
+        }
+        changed = 1;
+    }
+    if (OR_NONE(PyFunction_GetDefaults(fn)) != defaults) {
+        if (PyFunction_SetDefaults(fn, defaults) < 0) {
+            return -1;
+        }
+        changed = 1;
+    }
+    if (kwcopy != Py_None) {
+        PyObject *ignored = NULL;
+        if (shell_restore_dict(kwdefaults, kwcopy, &ignored) < 0) {
+            return -1;
+        }
+        changed |= ignored != NULL;
+        Py_XDECREF(ignored);
+    }
+    if (OR_NONE(PyFunction_GetKwDefaults(fn)) != kwdefaults) {
+        if (PyFunction_SetKwDefaults(fn, kwdefaults) < 0) {
+            return -1;
+        }
+        changed = 1;
+    }
+    if (OR_NONE(PyFunction_GetClosure(fn)) != closure) {
+        if (PyFunction_SetClosure(fn, closure) < 0) {
+            return -1;
+        }
+        changed = 1;
+    }
+    if (contents != Py_None) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(contents); i++) {
+            PyObject *cell = PyTuple_GET_ITEM(closure, i);
+            PyObject *want = PyTuple_GET_ITEM(contents, i);
+            if (!PyCell_Check(cell) || OR_NONE(PyCell_GET(cell)) == want) {
+                continue;
+            }
+            if (PyCell_Set(cell, want == Py_None ? NULL : want) < 0) {
+                return -1;
+            }
+            changed = 1;
+        }
+    }
+    return changed;
+}
+
+/* Check one pin and put back what changed.  -1 error, else 0 with *what
+ * a new reference to a description of the change (NULL if none). */
+static int
+shell_check_pin(PyObject *pin, PyObject **what)
+{
+    PyObject *label = PyTuple_GET_ITEM(pin, 1);
+    PyObject *a = PyTuple_GET_ITEM(pin, 2), *b = PyTuple_GET_ITEM(pin, 3);
+    *what = NULL;
+    switch (PyLong_AsLong(PyTuple_GET_ITEM(pin, 0))) {
+    case PIN_ITEM: {
+        PyObject *value = PyTuple_GET_ITEM(pin, 4);
+        int r = shell_restore_item(a, b, value);
+        if (r > 0) {
+            *what = PyUnicode_FromFormat("%U[%R]", label, b);
+        }
+        return r < 0 || (r > 0 && *what == NULL) ? -1 : 0;
+    }
+    case PIN_DICT: {
+        PyObject *owner = PyTuple_GET_ITEM(pin, 4);
+        PyObject *key = NULL; /* owned */
+        if (shell_restore_dict(a, b, &key) < 0) {
+            return -1;
+        }
+        if (key == NULL) {
+            return 0;
+        }
+        if (owner != Py_None) {
+            PyType_Modified((PyTypeObject *)owner);
+        }
+        *what = PyUnicode_FromFormat("%U.%S", label, key);
+        Py_DECREF(key);
+        return *what == NULL ? -1 : 0;
+    }
+    case PIN_CLASS:
+        if ((PyObject *)Py_TYPE(a) == b) {
+            return 0;
+        }
+        if (PyObject_SetAttrString(a, "__class__", b) < 0) {
+            return -1;
+        }
+        *what = PyUnicode_FromFormat("the class of %U", label);
+        return *what == NULL ? -1 : 0;
+    case PIN_FUNC: {
+        int r = shell_restore_function(pin);
+        if (r > 0) {
+            *what = PyUnicode_FromFormat("the state of %U", label);
+        }
+        return r < 0 || (r > 0 && *what == NULL) ? -1 : 0;
+    }
+    case PIN_LIST: {
+        Py_ssize_t n = PyTuple_GET_SIZE(b);
+        int same = PyList_GET_SIZE(a) == n;
+        for (Py_ssize_t i = 0; same && i < n; i++) {
+            same = PyList_GET_ITEM(a, i) == PyTuple_GET_ITEM(b, i);
+        }
+        if (same) {
+            return 0;
+        }
+        if (PyList_SetSlice(a, 0, PyList_GET_SIZE(a), b) < 0) {
+            return -1;
+        }
+        *what = Py_NewRef(label);
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* Check every pin of `pins`.  -1 error, else 0. */
+static int
+shell_check_all(PyObject *pins, int *changes, PyObject **first)
+{
+    if (pins == NULL) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pins); i++) {
+        PyObject *what = NULL;
+        if (shell_check_pin(PyList_GET_ITEM(pins, i), &what) < 0) {
+            return -1;
+        }
+        if (what != NULL) {
+            shell_note(changes, first, what);
+        }
+    }
+    return 0;
+}
+
+int
+sp_shell_verify(void)
+{
+    int changes = 0;
+    PyObject *first = NULL; /* owned */
+    if (shell_check_all(shell.pins, &changes, &first) < 0 ||
+        shell_check_all(shell.extra, &changes, &first) < 0) {
+        Py_XDECREF(first);
+        return -1;
+    }
+    if (changes == 0) {
+        return 0;
+    }
+    if (changes == 1) {
+        PyErr_Format(PyExc_PermissionError,
+                     "safepyrun refused to let sandboxed code change %U (put "
+                     "back): sandboxed code cannot change the sandbox",
+                     first);
+    }
+    else {
+        PyErr_Format(PyExc_PermissionError,
+                     "safepyrun refused to let sandboxed code change %U and "
+                     "%d other names of the sandbox (put back): sandboxed code "
+                     "cannot change the sandbox",
+                     first, changes - 1);
+    }
+    Py_DECREF(first);
+    return -1;
+}
+
+/* ---- Python functions ------------------------------------------------------ */
+
+static PyObject *
+shell_py_snapshot(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (sp_shell_snapshot() < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+shell_py_refresh(PyObject *module, PyObject *unused)
+{
+    if (shell.pins == NULL) {
+        Py_RETURN_NONE;
+    }
+    return shell_py_snapshot(module, unused);
+}
+
+static PyObject *
+shell_py_verify(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (sp_shell_verify() < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Build the pin for shell_pin(obj, key): a dict entry, or a function's
+ * state.  New reference. */
+static PyObject *
+shell_make_pin(PyObject *obj, PyObject *key)
+{
+    if (key != Py_None) {
+        if (!PyDict_Check(obj)) {
+            PyErr_Format(PyExc_TypeError,
+                         "shell_pin(): a key needs a dict, not %.200s",
+                         SP_TYPE_NAME(obj));
+            return NULL;
+        }
+        PyObject *value = NULL; /* owned */
+        int found = sp_dict_get_ref(obj, key, &value);
+        if (found <= 0) {
+            if (found == 0) {
+                PyErr_SetObject(PyExc_KeyError, key);
+            }
+            return NULL;
+        }
+        PyObject *pin = Py_BuildValue("(isOOO)", PIN_ITEM, "namespace", obj,
+                                      key, value);
+        Py_DECREF(value);
+        return pin;
+    }
+    if (!PyFunction_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "shell_pin() takes a dict and a key, or a function, not "
+                     "%.200s",
+                     SP_TYPE_NAME(obj));
+        return NULL;
+    }
+    PyObject *tmp = PyList_New(0); /* owned */
+    if (tmp == NULL || shell_pin_function(tmp, obj) < 0) {
+        Py_XDECREF(tmp);
+        return NULL;
+    }
+    PyObject *pin = Py_NewRef(PyList_GET_ITEM(tmp, 0));
+    Py_DECREF(tmp);
+    return pin;
+}
+
+/* Index of the extra pin for (obj, key), or -1. */
+static Py_ssize_t
+shell_find_extra(PyObject *obj, PyObject *key)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(shell.extra); i++) {
+        PyObject *pin = PyList_GET_ITEM(shell.extra, i);
+        if (PyTuple_GET_ITEM(pin, 2) != obj) {
+            continue;
+        }
+        if (key == Py_None ||
+            (PyTuple_GET_SIZE(pin) > 3 && PyTuple_GET_ITEM(pin, 3) == key)) {
+            return i;
+        }
+        int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(pin, 3), key, Py_EQ);
+        if (eq < 0) {
+            PyErr_Clear();
+        }
+        if (eq > 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static PyObject *
+shell_py_pin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "shell_pin(obj, key=None)");
+        return NULL;
+    }
+    if (sp_gate_refuse_inside("pin a name of the sandbox") < 0) {
+        return NULL;
+    }
+    PyObject *key = nargs > 1 ? args[1] : Py_None;
+    PyObject *pin = shell_make_pin(args[0], key);
+    if (pin == NULL) {
+        return NULL;
+    }
+    Py_ssize_t i = shell_find_extra(args[0], key);
+    int rc = i >= 0 ? PyList_SetItem(shell.extra, i, pin)
+                    : PyList_Append(shell.extra, pin);
+    if (i < 0) {
+        Py_DECREF(pin);
+    }
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+shell_py_unpin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "shell_unpin(obj, key=None)");
+        return NULL;
+    }
+    if (sp_gate_refuse_inside("unpin a name of the sandbox") < 0) {
+        return NULL;
+    }
+    Py_ssize_t i = shell_find_extra(args[0], nargs > 1 ? args[1] : Py_None);
+    if (i >= 0 && PySequence_DelItem(shell.extra, i) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef shell_functions[] = {
+    {"shell_snapshot", shell_py_snapshot, METH_NOARGS,
+     "shell_snapshot()\n--\n\nRecord the safepyrun modules' names, classes "
+     "and functions (and make the classes immutable).  Refused inside a "
+     "run."},
+    {"shell_refresh", shell_py_refresh, METH_NOARGS,
+     "shell_refresh()\n--\n\nRetake the snapshot if one was taken (the host "
+     "set a module attribute).  Refused inside a run."},
+    {"shell_verify", shell_py_verify, METH_NOARGS,
+     "shell_verify()\n--\n\nPut back what changed since the snapshot; "
+     "PermissionError if anything had.  The engine calls it when a cell "
+     "step leaves its run; exposed for the tests."},
+    {"shell_pin", (PyCFunction)(void (*)(void))shell_py_pin, METH_FASTCALL,
+     "shell_pin(obj, key=None)\n--\n\nAlso pin dict obj's entry key, or "
+     "function obj's state (defaults, closure).  Refused inside a run."},
+    {"shell_unpin", (PyCFunction)(void (*)(void))shell_py_unpin,
+     METH_FASTCALL,
+     "shell_unpin(obj, key=None)\n--\n\nUndo shell_pin.  Refused inside a "
+     "run."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+sp_shell_init(PyObject *module)
+{
+    if (shell.extra == NULL) {
+        shell.ignored_key = PyUnicode_InternFromString("__warningregistry__");
+        shell.extra = PyList_New(0);
+        if (shell.ignored_key == NULL || shell.extra == NULL) {
+            Py_CLEAR(shell.ignored_key);
+            Py_CLEAR(shell.extra);
+            return -1;
+        }
+    }
+    return PyModule_AddFunctions(module, shell_functions);
+}
