@@ -809,6 +809,20 @@ static PyType_Spec open_spec = {
 
 /* ---- set-up ------------------------------------------------------------------ */
 
+static PyObject *
+policy_py_data_view(PyObject *module, PyObject *data)
+{
+    (void)module;
+    return sp_policy_data_view(data);
+}
+
+static PyMethodDef policy_functions[] = {
+    {"policy_data_view", policy_py_data_view, METH_O,
+     "policy_data_view(data) -> mappingproxy\n--\n\nThe read-only view of "
+     "a run's data that policies receive (a copy).  Exposed for the tests."},
+    {NULL, NULL, 0, NULL},
+};
+
 /* Create one type with `base` as its only base (NULL: object).  New
  * reference. */
 static PyTypeObject *
@@ -860,5 +874,5 @@ sp_policy_init(PyObject *module)
             return -1;
         }
     }
-    return 0;
+    return PyModule_AddFunctions(module, policy_functions);
 }
