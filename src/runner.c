@@ -371,12 +371,28 @@ runner_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
     return runner_run(self, code);
 }
 
+/* The host's objects a policy or the pre_deny hook decides with: their
+ * values (a list in the data, the hook's closure) are mutable, so a cell
+ * does not get them through the runner it can reach. */
 static PyObject *
 runner_get_data(PyObject *self, void *c)
 {
     (void)c;
+    if (sp_gate_refuse_inside("read the runner's policy data") < 0) {
+        return NULL;
+    }
     /* A copy: the runner's policy data cannot be changed through it. */
     return PyDict_Copy(((SpRunner *)self)->data);
+}
+
+static PyObject *
+runner_get_pre_deny(PyObject *self, void *c)
+{
+    (void)c;
+    if (sp_gate_refuse_inside("read the runner's pre_deny hook") < 0) {
+        return NULL;
+    }
+    return Py_NewRef(((SpRunner *)self)->pre_deny);
 }
 
 static PyObject *
@@ -400,14 +416,14 @@ static PyMemberDef runner_members[] = {
      "Normalised write destinations (tuple), or None."},
     {"ban_imports", T_OBJECT_EX, offsetof(SpRunner, banned), READONLY,
      "Modules a cell may not import (tuple)."},
-    {"pre_deny", T_OBJECT_EX, offsetof(SpRunner, pre_deny), READONLY,
-     "The host's pre_deny hook, or None."},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyGetSetDef runner_getset[] = {
-    {"data", runner_get_data, NULL, "A copy of the data handed to policies.",
-     NULL},
+    {"data", runner_get_data, NULL,
+     "A copy of the data handed to policies (refused inside a run).", NULL},
+    {"pre_deny", runner_get_pre_deny, NULL,
+     "The host's pre_deny hook, or None (refused inside a run).", NULL},
     {"ban_defs", runner_get_ban_defs, NULL, "Whether def/class are refused.",
      NULL},
     {"yolo", runner_get_yolo, NULL, "True when nothing is gated.", NULL},

@@ -3,10 +3,11 @@
  * What it owns: the snapshot, a list of pins.  Each pin is a tuple whose
  * first item is its kind and second a label for messages:
  *   ITEM  (dict, key, value)            dict[key] is value
- *   DICT  (dict, copy, owner)           every entry of dict is the one in
+ *   DICT  (dict, copy, owner, version)  every entry of dict is the one in
  *                                       copy, and no entry was added; owner
  *                                       is the class whose dict it is (or
- *                                       None for a module's)
+ *                                       None for a module's); version is
+ *                                       the dict's version tag (3.11)
  *   CLASS (obj, type)                   type(obj) is type (a module's
  *                                       __class__)
  *   FUNC  (fn, code, defaults, kwdefaults, kwcopy, closure, contents)
@@ -25,8 +26,12 @@
  * retake.  `__warningregistry__` is ignored: the warnings machinery writes
  * it into the globals of whichever module a warning is attributed to.
  *
- * Cost: verify is a pointer comparison per pinned entry (a few hundred),
- * no allocation when nothing changed.
+ * Cost: verify allocates nothing when nothing changed.  A pinned dict is
+ * compared only if it may have changed: a dict watcher marks that (3.12+),
+ * or its version tag moved (3.11).  Then it is walked beside its copy
+ * comparing pointers, and only a changed dict is compared key by key.
+ * Functions, lists and sys.modules entries are checked every time (a few
+ * pointer reads each).
  *
  * Threading: GIL held.  The pins are process-wide, like the audit hook.
  */
@@ -40,6 +45,10 @@ static struct {
     PyObject *pins;  /* list of pin tuples, or NULL before the first snapshot */
     PyObject *extra; /* list of pin tuples added by shell_pin */
     PyObject *ignored_key; /* interned "__warningregistry__" */
+#if SP_HAVE_DICT_WATCHERS
+    int watcher; /* our dict watcher's id, -1 before the first snapshot */
+    int dirty;   /* a watched dict changed since the last verify */
+#endif
 } shell;
 
 enum { PIN_ITEM, PIN_DICT, PIN_CLASS, PIN_FUNC, PIN_LIST };
@@ -48,8 +57,8 @@ enum { PIN_ITEM, PIN_DICT, PIN_CLASS, PIN_FUNC, PIN_LIST };
 
 /* ---- taking the snapshot ------------------------------------------------ */
 
-/* Append a pin tuple built from `fmt` (Py_BuildValue, "(i...)").  Steals
- * nothing.  0 ok, -1 error. */
+/* Append `pin` (a new reference, or NULL after a failed Py_BuildValue) to
+ * `pins`.  Steals `pin`.  0 ok, -1 error. */
 static int
 shell_add(PyObject *pins, PyObject *pin)
 {
@@ -144,7 +153,7 @@ shell_freeze(PyTypeObject *tp)
     PyType_Modified(tp);
 }
 
-/* Pin a function's state.  `seen` is a set of ids already pinned. */
+/* Pin a function's state (appended to `pins`). */
 static int
 shell_pin_function(PyObject *pins, PyObject *fn)
 {
@@ -258,19 +267,73 @@ shell_pin_value(PyObject *pins, PyObject *seen, PyObject *value)
     return 0;
 }
 
+#if SP_HAVE_DICT_WATCHERS
+/* Any change of a pinned dict: verify will compare the dicts.  Runs before
+ * the change; must not fail. */
+static int
+shell_dict_watcher(PyDict_WatchEvent event, PyObject *dict, PyObject *key,
+                   PyObject *new_value)
+{
+    (void)event;
+    (void)dict;
+    (void)key;
+    (void)new_value;
+    shell.dirty = 1;
+    return 0;
+}
+#endif
+
+/* Watch `dict` for changes (3.12+), or return its version tag (3.11) as
+ * a new reference to an int (0 with watchers). */
+static PyObject *
+shell_watch(PyObject *dict)
+{
+#if SP_HAVE_DICT_WATCHERS
+    if (shell.watcher < 0) {
+        shell.watcher = PyDict_AddWatcher(shell_dict_watcher);
+        if (shell.watcher < 0) {
+            return NULL;
+        }
+    }
+    if (PyDict_Watch(shell.watcher, dict) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(0);
+#else
+    return PyLong_FromUnsignedLongLong(sp_dict_version(dict));
+#endif
+}
+
+/* Whether a DICT pin's dict may have changed since the snapshot. */
+static int
+shell_dict_maybe_changed(PyObject *pin)
+{
+#if SP_HAVE_DICT_WATCHERS
+    (void)pin;
+    return shell.dirty;
+#else
+    unsigned long long then =
+        PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(pin, 5));
+    return then != sp_dict_version(PyTuple_GET_ITEM(pin, 2));
+#endif
+}
+
 /* Pin a namespace (a module's or a class's dict) and what its values lead
  * to.  `owner` is the class, or None. */
 static int
 shell_pin_namespace(PyObject *pins, PyObject *seen, PyObject *label,
                     PyObject *dict, PyObject *owner)
 {
-    PyObject *copy = PyDict_Copy(dict);
+    PyObject *version = shell_watch(dict); /* owned */
+    PyObject *copy = version == NULL ? NULL : PyDict_Copy(dict);
     if (copy == NULL ||
-        shell_add(pins, Py_BuildValue("(iOOOO)", PIN_DICT, label, dict, copy,
-                                      owner)) < 0) {
+        shell_add(pins, Py_BuildValue("(iOOOOO)", PIN_DICT, label, dict, copy,
+                                      owner, version)) < 0) {
         Py_XDECREF(copy);
+        Py_XDECREF(version);
         return -1;
     }
+    Py_DECREF(version);
     PyObject *key, *value; /* borrowed, from `copy` (owned here) */
     Py_ssize_t pos = 0;
     int rc = 0;
@@ -357,6 +420,9 @@ sp_shell_snapshot(void)
     }
     Py_XSETREF(shell.pins, pins);
     pins = NULL;
+#if SP_HAVE_DICT_WATCHERS
+    shell.dirty = 0;
+#endif
     rc = 0;
 done:
     Py_XDECREF(pins);
@@ -394,6 +460,26 @@ shell_restore_item(PyObject *dict, PyObject *key, PyObject *value)
         return -1;
     }
     return PyDict_SetItem(dict, key, value) < 0 ? -1 : 1;
+}
+
+/* The fast check: `dict` still holds exactly the entries of `copy`, in the
+ * same order (PyDict_Copy keeps insertion order), so a walk of both
+ * compares pointers pairwise without hashing.  A false "no" only sends
+ * the caller to the full comparison. */
+static int
+shell_dict_same(PyObject *dict, PyObject *copy)
+{
+    if (PyDict_GET_SIZE(dict) != PyDict_GET_SIZE(copy)) {
+        return 0;
+    }
+    PyObject *k1, *v1, *k2, *v2; /* borrowed */
+    Py_ssize_t p1 = 0, p2 = 0;
+    while (PyDict_Next(copy, &p2, &k2, &v2)) {
+        if (!PyDict_Next(dict, &p1, &k1, &v1) || k1 != k2 || v1 != v2) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* Make `dict` hold exactly the entries of `copy` (by identity), ignoring
@@ -471,7 +557,7 @@ shell_restore_function(PyObject *pin)
         }
         changed = 1;
     }
-    if (kwcopy != Py_None) {
+    if (kwcopy != Py_None && !shell_dict_same(kwdefaults, kwcopy)) {
         PyObject *ignored = NULL;
         if (shell_restore_dict(kwdefaults, kwcopy, &ignored) < 0) {
             return -1;
@@ -527,6 +613,9 @@ shell_check_pin(PyObject *pin, PyObject **what)
     case PIN_DICT: {
         PyObject *owner = PyTuple_GET_ITEM(pin, 4);
         PyObject *key = NULL; /* owned */
+        if (!shell_dict_maybe_changed(pin) || shell_dict_same(a, b)) {
+            return 0;
+        }
         if (shell_restore_dict(a, b, &key) < 0) {
             return -1;
         }
@@ -605,6 +694,10 @@ sp_shell_verify(void)
         Py_XDECREF(first);
         return -1;
     }
+#if SP_HAVE_DICT_WATCHERS
+    /* Every pinned dict is as snapshotted now (restored if it was not). */
+    shell.dirty = 0;
+#endif
     if (changes == 0) {
         return 0;
     }
@@ -796,6 +889,9 @@ int
 sp_shell_init(PyObject *module)
 {
     if (shell.extra == NULL) {
+#if SP_HAVE_DICT_WATCHERS
+        shell.watcher = -1;
+#endif
         shell.ignored_key = PyUnicode_InternFromString("__warningregistry__");
         shell.extra = PyList_New(0);
         if (shell.ignored_key == NULL || shell.extra == NULL) {

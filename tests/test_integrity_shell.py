@@ -629,3 +629,22 @@ def test_path_policy_on_real_paths(tmp_path):
     with pytest.raises(PermissionError):
         PathWritePolicy(target_pos=0)(tmp_path / "a", [Path("/etc/b")], {},
                                       data)
+
+
+@pytest.mark.parametrize("attr", ["pre_deny", "data"])
+def test_runner_hands_no_host_hook_or_data_to_a_cell(env, attr):
+    """The pre_deny hook (whose closure may decide what is allowed) and the
+    policy data (whose values may be mutable) stay with the host."""
+    hook_state = {"allow": False}
+
+    def pre_deny(info):
+        return hook_state["allow"]
+    py = RunPython(env.g, ok_dests=[str(env.ok)], pre_deny=pre_deny,
+                   allowed=["a"])
+    env.g["runner"] = py
+    with pytest.raises(PermissionError, match="runner's"):
+        run(py, f"runner.{attr}")
+    assert py.pre_deny is pre_deny and py.data["allowed"] == ["a"]
+    with pytest.raises(PermissionError):
+        run(py, "open(out, 'w')")
+    assert not env.outside.exists()
