@@ -216,7 +216,8 @@ class _SafepyrunModule(types.ModuleType):
                 f"safepyrun refused to set safepyrun.{name}: sandboxed code "
                 "cannot change the sandbox")
         super().__setattr__(name, value)
-        _engine.shell_refresh()  # the host's own change (a submodule import)
+        # The host's own change (a submodule import): the engine records it.
+        _engine.shell_refresh(self, name)
 
     def __delattr__(self, name: str) -> None:
         if in_run():
@@ -224,7 +225,7 @@ class _SafepyrunModule(types.ModuleType):
                 f"safepyrun refused to delete safepyrun.{name}: sandboxed "
                 "code cannot change the sandbox")
         super().__delattr__(name)
-        _engine.shell_refresh()
+        _engine.shell_refresh(self, name)
 
 
 sys.modules[__name__].__class__ = _SafepyrunModule

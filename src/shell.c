@@ -16,6 +16,9 @@
  *                                       and entries), closure cells and
  *                                       their contents
  *   LIST  (list, copy)                  a module's __path__ / __all__
+ *   SUBSET (dict, keys, values, version) dict[keys[i]] is values[i]: some
+ *                                       entries of a dict others change
+ *                                       too (sys.modules, builtins)
  * Values are compared by identity only: verify runs no Python code, so a
  * cell cannot make a comparison lie.  NULL fields are stored as None.
  *
@@ -51,7 +54,7 @@ static struct {
 #endif
 } shell;
 
-enum { PIN_ITEM, PIN_DICT, PIN_CLASS, PIN_FUNC, PIN_LIST };
+enum { PIN_ITEM, PIN_DICT, PIN_CLASS, PIN_FUNC, PIN_LIST, PIN_SUBSET };
 
 #define OR_NONE(o) ((o) == NULL ? Py_None : (PyObject *)(o))
 
@@ -360,23 +363,136 @@ shell_pin_namespace(PyObject *pins, PyObject *seen, PyObject *label,
     return rc;
 }
 
+/* Append a SUBSET pin: dict[keys[i]] is values[i] (lists, turned into
+ * tuples).  0 ok, -1 error. */
+static int
+shell_add_subset(PyObject *pins, const char *label, PyObject *dict,
+                 PyObject *keys, PyObject *values)
+{
+    PyObject *version = shell_watch(dict); /* owned */
+    PyObject *k = version == NULL ? NULL : PyList_AsTuple(keys);
+    PyObject *v = k == NULL ? NULL : PyList_AsTuple(values);
+    int rc = v == NULL ? -1
+                       : shell_add(pins, Py_BuildValue("(isOOOO)", PIN_SUBSET,
+                                                       label, dict, k, v,
+                                                       version));
+    Py_XDECREF(version);
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* Add to `names` every name code (and the code nested in it) loads as a
+ * global, builtin or attribute: co_names. */
+static int
+shell_code_names(PyObject *code, PyObject *names)
+{
+    PyObject *co_names = PyObject_GetAttrString(code, "co_names");
+    PyObject *consts = co_names == NULL
+                           ? NULL
+                           : PyObject_GetAttrString(code, "co_consts");
+    int rc = -1;
+    if (consts == NULL || !PyTuple_Check(co_names) || !PyTuple_Check(consts)) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co_names); i++) {
+        if (PySet_Add(names, PyTuple_GET_ITEM(co_names, i)) < 0) {
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(consts, i);
+        if (PyCode_Check(c) && shell_code_names(c, names) < 0) {
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    Py_XDECREF(co_names);
+    Py_XDECREF(consts);
+    return rc;
+}
+
+/* The builtins the shell's functions use (isinstance, hasattr, super,
+ * PermissionError...) are looked up when they run: pin those entries of
+ * the builtins module's dict too.  `_` is left alone (the interactive
+ * display hook sets it). */
+static int
+shell_pin_builtins(PyObject *pins)
+{
+    /* owned */
+    PyObject *names = NULL, *builtins = NULL, *keys = NULL, *values = NULL;
+    int rc = -1;
+    names = PySet_New(NULL);
+    builtins = PyImport_ImportModule("builtins");
+    keys = PyList_New(0);
+    values = PyList_New(0);
+    if (names == NULL || builtins == NULL || keys == NULL || values == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(pins);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pin = PyList_GET_ITEM(pins, i);
+        if (PyLong_AsLong(PyTuple_GET_ITEM(pin, 0)) == PIN_FUNC &&
+            shell_code_names(PyTuple_GET_ITEM(pin, 3), names) < 0) {
+            goto done;
+        }
+    }
+    PyObject *dict = PyModule_GetDict(builtins); /* borrowed */
+    PyObject *iter = PyObject_GetIter(names);    /* owned */
+    PyObject *name;                              /* owned, per item */
+    if (dict == NULL || iter == NULL) {
+        Py_XDECREF(iter);
+        goto done;
+    }
+    while ((name = PyIter_Next(iter)) != NULL) {
+        PyObject *value = NULL; /* owned */
+        int found = PyUnicode_Check(name) &&
+                            PyUnicode_CompareWithASCIIString(name, "_") != 0
+                        ? sp_dict_get_ref(dict, name, &value)
+                        : 0;
+        int err = found < 0 ||
+                  (found > 0 && (PyList_Append(keys, name) < 0 ||
+                                 PyList_Append(values, value) < 0));
+        Py_XDECREF(value);
+        Py_DECREF(name);
+        if (err) {
+            Py_DECREF(iter);
+            goto done;
+        }
+    }
+    Py_DECREF(iter);
+    if (PyErr_Occurred()) {
+        goto done;
+    }
+    rc = shell_add_subset(pins, "builtins", dict, keys, values);
+done:
+    Py_XDECREF(names);
+    Py_XDECREF(builtins);
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    return rc;
+}
+
 int
 sp_shell_snapshot(void)
 {
     if (sp_gate_refuse_inside("take the shell's snapshot") < 0) {
         return -1;
     }
+    /* owned */
     PyObject *pins = NULL, *seen = NULL, *names = NULL, *sys = NULL;
-    PyObject *label = NULL; /* owned */
+    PyObject *keys = NULL, *values = NULL;
     int rc = -1;
     PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
     pins = PyList_New(0);
     seen = PySet_New(NULL);
     names = PyDict_Keys(modules);
     sys = PyImport_ImportModule("sys");
-    label = PyUnicode_FromString("sys.modules");
+    keys = PyList_New(0);
+    values = PyList_New(0);
     if (pins == NULL || seen == NULL || names == NULL || sys == NULL ||
-        label == NULL) {
+        keys == NULL || values == NULL) {
         goto done;
     }
     /* sys.modules itself: importlib looks it up as an attribute of sys. */
@@ -401,8 +517,8 @@ sp_shell_snapshot(void)
         if (mod == NULL) {
             continue;
         }
-        int err = shell_add(pins, Py_BuildValue("(iOOOO)", PIN_ITEM, label,
-                                                modules, name, mod));
+        int err = PyList_Append(keys, name) < 0 ||
+                  PyList_Append(values, mod) < 0;
         if (!err && PyModule_Check(mod)) {
             PyObject *dict = PyModule_GetDict(mod); /* borrowed */
             err = shell_add(pins, Py_BuildValue("(iOOO)", PIN_CLASS, name, mod,
@@ -418,6 +534,10 @@ sp_shell_snapshot(void)
             goto done;
         }
     }
+    if (shell_add_subset(pins, "sys.modules", modules, keys, values) < 0 ||
+        shell_pin_builtins(pins) < 0) {
+        goto done;
+    }
     Py_XSETREF(shell.pins, pins);
     pins = NULL;
 #if SP_HAVE_DICT_WATCHERS
@@ -429,7 +549,8 @@ done:
     Py_XDECREF(seen);
     Py_XDECREF(names);
     Py_XDECREF(sys);
-    Py_XDECREF(label);
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
     return rc;
 }
 
@@ -629,6 +750,27 @@ shell_check_pin(PyObject *pin, PyObject **what)
         Py_DECREF(key);
         return *what == NULL ? -1 : 0;
     }
+    case PIN_SUBSET: {
+        if (!shell_dict_maybe_changed(pin)) {
+            return 0;
+        }
+        PyObject *values = PyTuple_GET_ITEM(pin, 4);
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(b); i++) {
+            PyObject *key = PyTuple_GET_ITEM(b, i);
+            int r = shell_restore_item(a, key, PyTuple_GET_ITEM(values, i));
+            if (r < 0) {
+                Py_CLEAR(*what);
+                return -1;
+            }
+            if (r > 0 && *what == NULL) {
+                *what = PyUnicode_FromFormat("%U[%R]", label, key);
+                if (*what == NULL) {
+                    return -1;
+                }
+            }
+        }
+        return 0;
+    }
     case PIN_CLASS:
         if ((PyObject *)Py_TYPE(a) == b) {
             return 0;
@@ -731,13 +873,136 @@ shell_py_snapshot(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-shell_py_refresh(PyObject *module, PyObject *unused)
+/* Accept the host's (re)import of submodule `full`: its sys.modules entry
+ * in the SUBSET pin takes the current value (or is dropped).  0 ok, -1
+ * error. */
+static int
+shell_accept_submodule(PyObject *full)
 {
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(shell.pins); i++) {
+        PyObject *pin = PyList_GET_ITEM(shell.pins, i);
+        if (PyLong_AsLong(PyTuple_GET_ITEM(pin, 0)) != PIN_SUBSET ||
+            PyTuple_GET_ITEM(pin, 2) != modules) {
+            continue;
+        }
+        PyObject *keys = PyTuple_GET_ITEM(pin, 3);
+        PyObject *values = PySequence_List(PyTuple_GET_ITEM(pin, 4)); /* owned */
+        PyObject *current = NULL;                                     /* owned */
+        if (values == NULL || sp_dict_get_ref(modules, full, &current) < 0) {
+            Py_XDECREF(values);
+            return -1;
+        }
+        int rc = 0;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(keys) && rc == 0; k++) {
+            int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(keys, k), full,
+                                              Py_EQ);
+            if (eq < 0) {
+                rc = -1;
+            }
+            else if (eq > 0 && current != NULL) {
+                rc = PyList_SetItem(values, k, Py_NewRef(current));
+            }
+        }
+        PyObject *frozen = rc < 0 ? NULL : PyList_AsTuple(values);
+        PyObject *repl = frozen == NULL
+                             ? NULL
+                             : PyTuple_Pack(6, PyTuple_GET_ITEM(pin, 0),
+                                            PyTuple_GET_ITEM(pin, 1), modules,
+                                            keys, frozen,
+                                            PyTuple_GET_ITEM(pin, 5));
+        Py_XDECREF(frozen);
+        Py_XDECREF(values);
+        Py_XDECREF(current);
+        if (repl == NULL) {
+            return -1;
+        }
+        return PyList_SetItem(shell.pins, i, repl); /* steals repl */
+    }
+    return 0;
+}
+
+/* Accept the host's change of `name` in the dict of module `mod`: update
+ * the pinned copy of that entry, and if it names a submodule being
+ * (re)imported, its sys.modules entry.  0 ok, -1 error. */
+static int
+shell_accept(PyObject *mod, PyObject *name)
+{
+    PyObject *dict = PyModule_GetDict(mod); /* borrowed */
+    if (dict == NULL) {
+        return -1;
+    }
+    PyObject *modname = PyModule_GetNameObject(mod); /* owned */
+    PyObject *full = modname == NULL
+                         ? NULL
+                         : PyUnicode_FromFormat("%U.%S", modname, name);
+    Py_XDECREF(modname);
+    int sub = full == NULL ? -1 : shell_accept_submodule(full);
+    Py_XDECREF(full);
+    if (sub < 0) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(shell.pins); i++) {
+        PyObject *pin = PyList_GET_ITEM(shell.pins, i);
+        if (PyLong_AsLong(PyTuple_GET_ITEM(pin, 0)) != PIN_DICT ||
+            PyTuple_GET_ITEM(pin, 2) != dict) {
+            continue;
+        }
+        PyObject *copy = PyTuple_GET_ITEM(pin, 3);
+        PyObject *value = NULL; /* owned */
+        int found = sp_dict_get_ref(dict, name, &value);
+        int rc = -1;
+        if (found > 0) {
+            rc = PyDict_SetItem(copy, name, value);
+        }
+        else if (found == 0) {
+            int had = PyDict_Contains(copy, name);
+            rc = had <= 0 ? had : PyDict_DelItem(copy, name);
+        }
+        Py_XDECREF(value);
+        return rc;
+    }
+    return 0;
+}
+
+/* shell_refresh(module=None, name=None): the host set (or deleted) the
+ * attribute `name` of `module`, one of ours.  That entry is accepted;
+ * everything else is verified first (and put back), so a change a cell
+ * made outside a step (a finalizer, a callback) is not laundered into the
+ * new snapshot; then the snapshot is retaken (a submodule import adds
+ * names).  A PermissionError from the verification is raised after the
+ * retake. */
+static PyObject *
+shell_py_refresh(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "shell_refresh(module=None, name=None)");
+        return NULL;
+    }
     if (shell.pins == NULL) {
         Py_RETURN_NONE;
     }
-    return shell_py_snapshot(module, unused);
+    if (sp_gate_refuse_inside("take the shell's snapshot") < 0) {
+        return NULL;
+    }
+    if (nargs == 2 && PyModule_Check(args[0]) &&
+        shell_accept(args[0], args[1]) < 0) {
+        return NULL;
+    }
+    PyObject *refused = NULL; /* owned: the verification's error */
+    if (sp_shell_verify() < 0) {
+        refused = sp_err_get_raised();
+    }
+    if (sp_shell_snapshot() < 0) {
+        Py_XDECREF(refused);
+        return NULL;
+    }
+    if (refused != NULL) {
+        sp_err_set_raised(refused);
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -868,9 +1133,11 @@ static PyMethodDef shell_functions[] = {
      "shell_snapshot()\n--\n\nRecord the safepyrun modules' names, classes "
      "and functions (and make the classes immutable).  Refused inside a "
      "run."},
-    {"shell_refresh", shell_py_refresh, METH_NOARGS,
-     "shell_refresh()\n--\n\nRetake the snapshot if one was taken (the host "
-     "set a module attribute).  Refused inside a run."},
+    {"shell_refresh", (PyCFunction)(void (*)(void))shell_py_refresh,
+     METH_FASTCALL,
+     "shell_refresh(module=None, name=None)\n--\n\nThe host set module."
+     "name: accept that entry, verify the rest, retake the snapshot (if one "
+     "was taken).  Refused inside a run."},
     {"shell_verify", shell_py_verify, METH_NOARGS,
      "shell_verify()\n--\n\nPut back what changed since the snapshot; "
      "PermissionError if anything had.  The engine calls it when a cell "

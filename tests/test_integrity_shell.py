@@ -648,3 +648,40 @@ def test_runner_hands_no_host_hook_or_data_to_a_cell(env, attr):
     with pytest.raises(PermissionError):
         run(py, "open(out, 'w')")
     assert not env.outside.exists()
+
+
+@pytest.mark.parametrize("name", ["isinstance", "hasattr", "callable",
+                                  "getattr"])
+def test_builtins_the_shell_uses_are_put_back(env, name):
+    """allow(), RunPython() and the other shell functions look builtins up
+    when they run: a cell replacing one is put back.  (The stand-in behaves
+    like the original, so the rest of the process keeps working until
+    verify runs.)"""
+    import builtins
+    original = getattr(builtins, name)
+    stand_in = f"(lambda f: lambda *a: f(*a))(builtins.{name})"
+    try:
+        run(env.py, f"import builtins\nbuiltins.{name} = {stand_in}")
+        assert_put_back(f"builtins[{name!r}]")
+        assert getattr(builtins, name) is original
+        still_refuses(env)
+    finally:
+        setattr(builtins, name, original)
+
+
+def test_host_attribute_set_cannot_launder_an_earlier_change(env):
+    """A change made outside any step (as a cell's finalizer could) is
+    verified before the host's next module attribute set retakes the
+    snapshot: it is put back, not recorded."""
+    saved = vars(safepyrun)["allow"]
+    vars(safepyrun)["allow"] = print
+    try:
+        with pytest.raises(PermissionError, match="safepyrun.allow"):
+            safepyrun.h3_flag = 1
+        assert vars(safepyrun)["allow"] is saved
+        assert safepyrun.h3_flag == 1  # the host's own change is kept
+        _engine.shell_verify()
+    finally:
+        vars(safepyrun)["allow"] = saved
+        del safepyrun.h3_flag
+    _engine.shell_verify()
