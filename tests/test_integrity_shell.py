@@ -685,3 +685,79 @@ def test_host_attribute_set_cannot_launder_an_earlier_change(env):
         vars(safepyrun)["allow"] = saved
         del safepyrun.h3_flag
     _engine.shell_verify()
+
+
+# ---- verify itself runs no code a cell wrote ---------------------------------------
+
+FOREIGN_KEY = """
+class K(str):
+    def __hash__(self):
+        hits.append('hash')
+        return str.__hash__(self)
+    def __eq__(self, other):
+        hits.append('eq')
+        return str.__eq__(self, other)
+"""
+
+
+@pytest.mark.parametrize("where, what", [
+    ("vars(sys.modules['safepyrun'])", "safepyrun.zzz_k"),
+    ("vars(sys.modules['safepyrun'].RunPython)", "safepyrun.RunPython.zzz_k"),
+    ("sys.modules", "sys.modules['zzz_k']"),
+])
+def test_a_key_with_its_own_hash_is_removed_without_calling_it(env, where,
+                                                                what):
+    hits = env.g["hits"] = []
+    target = where if "RunPython" not in where else \
+        "gc.get_referents(vars(sys.modules['safepyrun'].RunPython))[0]"
+    run(env.py, FOREIGN_KEY + f"{target}[K('zzz_k')] = 1\n"
+                              f"{target}['allow'] = print")
+    before = len(hits)
+    assert_put_back(what)
+    assert len(hits) == before  # verify hashed or compared no K
+    assert "zzz_k" not in vars(safepyrun) and "zzz_k" not in sys.modules
+    assert "zzz_k" not in vars(RunPython)
+    assert safepyrun.allow is not print
+    still_refuses(env)
+
+
+def test_module_class_is_put_back_past_its_own_setattr(env):
+    """The replaced module class's __setattr__ and a __class__ property of
+    its own are a cell's code: the class is put back without them."""
+    run(env.py, "class M(types.ModuleType):\n"
+                "    def __setattr__(self, n, v): pass\n"
+                "    __class__ = property(lambda s: M, lambda s, v: None)\n"
+                "object.__setattr__(sys.modules['safepyrun'], '__class__', M)")
+    assert_put_back("the class of safepyrun")
+    assert type(safepyrun).__name__ == "_SafepyrunModule"
+    still_refuses(env)
+
+
+def test_a_finalizer_that_tampers_again_is_met_by_another_pass(env):
+    """A chain of finalizers, each re-tampering and planting the next: no
+    finalizer runs between verify's last check and its return."""
+    env.g["chain"] = chain = [True]
+    run(env.py, "class D:\n"
+                "    def __del__(self):\n"
+                "        if chain[0]:\n"
+                "            vars(sys.modules['safepyrun'])['allow'] = print\n"
+                "            vars(sys.modules['safepyrun'])['again'] = D()\n"
+                "vars(sys.modules['safepyrun'])['zzz_d'] = D()")
+    for _ in range(3):
+        with pytest.raises(PermissionError, match=SANDBOX):
+            _engine.shell_verify()
+        assert safepyrun.allow is not print
+        assert "again" not in vars(safepyrun)
+    chain[0] = False  # the quarantined D goes quietly at the next verify
+    _engine.shell_verify()
+
+
+def test_one_finalizer_is_undone_before_verify_returns(env):
+    run(env.py, "class D:\n"
+                "    def __del__(self):\n"
+                "        vars(sys.modules['safepyrun'])['allow'] = print\n"
+                "vars(sys.modules['safepyrun'])['zzz_d'] = D()")
+    with pytest.raises(PermissionError, match=SANDBOX):
+        _engine.shell_verify()
+    assert safepyrun.allow is not print  # the second pass put it back
+    _engine.shell_verify()
