@@ -562,20 +562,20 @@ sp_shell_snapshot(void)
         if (mod == NULL) {
             continue;
         }
-        int err = PyList_Append(keys, name) < 0 ||
+        int bad = PyList_Append(keys, name) < 0 ||
                   PyList_Append(values, mod) < 0;
-        if (!err && PyModule_Check(mod)) {
+        if (!bad && PyModule_Check(mod)) {
             PyObject *dict = PyModule_GetDict(mod); /* borrowed */
-            err = shell_add(pins, Py_BuildValue("(iOOO)", PIN_CLASS, name, mod,
+            bad = shell_add(pins, Py_BuildValue("(iOOO)", PIN_CLASS, name, mod,
                                                 (PyObject *)Py_TYPE(mod))) < 0 ||
                   shell_pin_namespace(pins, seen, name, dict, Py_None) < 0;
             /* The module's own class (safepyrun's guards attribute sets). */
-            if (!err) {
-                err = shell_pin_value(pins, seen, (PyObject *)Py_TYPE(mod)) < 0;
+            if (!bad) {
+                bad = shell_pin_value(pins, seen, (PyObject *)Py_TYPE(mod)) < 0;
             }
         }
         Py_DECREF(mod);
-        if (err) {
+        if (bad) {
             goto done;
         }
     }

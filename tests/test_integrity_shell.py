@@ -761,3 +761,82 @@ def test_one_finalizer_is_undone_before_verify_returns(env):
         _engine.shell_verify()
     assert safepyrun.allow is not print  # the second pass put it back
     _engine.shell_verify()
+
+
+def test_no_reference_leaks_in_policies_and_verify(tmp_path):
+    data = {"ok_dests": (str(tmp_path),)}
+    args, kwargs = [str(tmp_path / "a"), "w"], {"path": str(tmp_path / "b")}
+    pols = [PosAllowPolicy(0, "path"), LocalWritePolicy(0),
+            PathWritePolicy(0, "path"), OpenWritePolicy()]
+    view = _engine.policy_data_view(data)
+    watched = [data, args, kwargs, view, tmp_path] + pols
+    before = [sys.getrefcount(o) for o in watched]
+    for _ in range(300):
+        for p in pols:
+            p(tmp_path / "x", args, kwargs, data)
+            p(tmp_path / "x", args, kwargs, view)
+            repr(p)
+            with pytest.raises(PermissionError):
+                p(Path("/etc/x"), ["/etc/x", "w"], {"path": "/etc/x"}, view)
+        _engine.policy_data_view(data)
+    del p  # the loop variable holds the last policy
+    assert [sys.getrefcount(o) for o in watched] == before
+    allow_fn = safepyrun.allow
+    refs = sys.getrefcount(allow_fn)
+    for _ in range(50):
+        vars(safepyrun)["allow"] = print
+        with pytest.raises(PermissionError):
+            _engine.shell_verify()
+        _engine.shell_verify()
+    assert sys.getrefcount(allow_fn) == refs
+
+
+class Boom(Exception):
+    pass
+
+
+class BadPath:
+    def __fspath__(self):
+        raise Boom("fspath")
+
+
+class BadKey:
+    def __hash__(self):
+        raise Boom("hash")
+
+    def __repr__(self):
+        raise Boom("repr")
+
+
+class BadMapping:
+    """A mapping (not a sequence) whose lookup raises."""
+
+    def __getitem__(self, key):
+        raise Boom("getitem")
+
+    def keys(self):
+        return []
+
+
+def test_policies_with_hostile_inputs(tmp_path):
+    data = {"ok_dests": (str(tmp_path),)}
+    with pytest.raises(Boom):
+        PosAllowPolicy(0)(None, [BadPath()], {}, data)
+    with pytest.raises(Boom):
+        PathWritePolicy()(BadPath(), [], {}, data)
+    with pytest.raises(Boom):
+        PosAllowPolicy(0, BadKey())(None, ["/etc/x"], {"a": 1}, data)
+    with pytest.raises(Boom):
+        repr(PosAllowPolicy(0, BadKey()))
+    with pytest.raises((Boom, TypeError)):
+        chk_dest("/etc/x", BadMapping())
+    with pytest.raises(TypeError):
+        PosAllowPolicy(0)(None, [str(tmp_path / "a")], {})  # 3 arguments
+    with pytest.raises(TypeError):
+        PosAllowPolicy("0")
+    with pytest.raises(TypeError):
+        PathWritePolicy(target_pos="x")
+    # str subclass paths and bytes work as paths
+    PosAllowPolicy(0)(None, [type("S", (str,), {})(str(tmp_path / "a"))], {},
+                      data)
+    PosAllowPolicy(0)(None, [str(tmp_path / "a").encode()], {}, data)
