@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from . import _engine
-from ._engine import (CallInfo, DenyInfo, chk_dest, in_run, set_data,
-                      should_export, srcfn, track_call)
+from ._engine import (AllowPolicy, CallInfo, DenyInfo, OpenWritePolicy,
+                      PathWritePolicy, PosAllowPolicy, chk_dest, in_run,
+                      set_data, should_export, srcfn, track_call)
 
 __all__ = ["RunPython", "allow", "allow_imports", "AllowPolicy",
            "PosAllowPolicy", "PathWritePolicy", "OpenWritePolicy", "chk_dest",
@@ -115,64 +118,10 @@ def allow_imports(*modules: str) -> None:
         _engine.allow_import(name)
 
 
-class AllowPolicy:
-    """Base class for policies: ``policy(obj, args, kwargs, data)`` is called
-    with the trusted call's object (``self`` of a method, else None), its
-    positional and keyword arguments, and the run's data (which holds
-    ``ok_dests``).  Refuse by raising ``PermissionError`` (or returning
-    False); anything else allows."""
-
-    def __call__(self, obj: Any, args: list, kwargs: dict, data: dict) -> Any:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({fields})"
-
-
-class PosAllowPolicy(AllowPolicy):
-    """Allow when the path argument at position ``pos`` (or keyword ``kw``)
-    lies inside ok_dests; buffers and file objects are not paths and pass."""
-
-    def __init__(self, pos: int = 0, kw: str | None = None):
-        self.pos, self.kw = pos, kw
-
-    def target(self, args: list, kwargs: dict) -> Any:
-        """The argument this policy checks (keyword first), or None."""
-        if self.kw is not None and self.kw in kwargs:
-            return kwargs[self.kw]
-        return args[self.pos] if self.pos < len(args) else None
-
-    def __call__(self, obj, args, kwargs, data):
-        target = self.target(args, kwargs)
-        if isinstance(target, (str, bytes)) or hasattr(target, "__fspath__"):
-            chk_dest(target, data)
-
-
-class PathWritePolicy(AllowPolicy):
-    """Allow a ``Path`` method when the path itself (``obj``), and the target
-    argument if given by ``target_pos``/``target_kw``, lie inside ok_dests."""
-
-    def __init__(self, target_pos: int | None = None,
-                 target_kw: str | None = None):
-        self.target_pos, self.target_kw = target_pos, target_kw
-
-    def __call__(self, obj, args, kwargs, data):
-        chk_dest(obj, data)
-        if self.target_pos is not None and self.target_pos < len(args):
-            chk_dest(args[self.target_pos], data)
-        if self.target_kw is not None and self.target_kw in kwargs:
-            chk_dest(kwargs[self.target_kw], data)
-
-
-class OpenWritePolicy(AllowPolicy):
-    """Allow ``open(file, mode)``-shaped calls that read; a mode that writes
-    (w, a, x or +) needs the file inside ok_dests."""
-
-    def __call__(self, obj, args, kwargs, data):
-        mode = kwargs.get("mode", args[1] if len(args) > 1 else "r")
-        if isinstance(mode, str) and any(c in mode for c in "wax+"):
-            chk_dest(args[0] if args else kwargs.get("file"), data)
+# The policies -- AllowPolicy (the base for your own), PosAllowPolicy,
+# PathWritePolicy, OpenWritePolicy (and presets' LocalWritePolicy) -- are
+# immutable C types of the engine: their checks call the engine's write
+# check directly, so no name a cell can rebind takes part in them.
 
 
 # ---- running cells ------------------------------------------------------------
@@ -195,7 +144,7 @@ def _host_namespace(sentinel: str | None) -> dict:
     return sys.modules["__main__"].__dict__
 
 
-class RunPython:
+class RunPython(_engine.Runner):
     """Execute Python in the host's namespace, returning the last expression.
 
     Imports work as usual and all builtins are available.  Cells may define
@@ -208,45 +157,36 @@ class RunPython:
     ``[x**2 for x in range(5)]``; ``sorted(my_dict.items())``.
     """
 
-    # The engine entry points, held by the class: a cell can rebind names
-    # in this module's namespace (vars(module)[...] = ...), but changing a
-    # class attribute raises an audit event the engine refuses.
-    _Runner = _engine.Runner
+    # A RunPython *is* the engine's runner: its namespace and policy live in
+    # the C object, there is no instance dict to swap a runner into, and
+    # ``python(code)`` calls straight into C.  The class is made immutable
+    # at the end of the import (see _engine.shell_snapshot), so its
+    # attributes -- the engine entry points below included -- cannot be
+    # reassigned, nor an instance's __class__.
+    __slots__ = ()
+
     _default_ok_dests = staticmethod(_engine.get_default_ok_dests)
+    _host_namespace = staticmethod(_host_namespace)
     _load_entry_points = staticmethod(lambda: None)  # set below
 
-    def __init__(self, g: dict | None = None, sentinel: str | None = None,
-                 ok_dests: Any = UNSET, ban_imports: Any = None,
-                 ban_defs: bool = False, yolo: bool = False,
-                 pre_deny: Callable[[DenyInfo], bool | None] | None = None,
-                 **data: Any):
+    def __new__(cls, g: dict | None = None, sentinel: str | None = None,
+                ok_dests: Any = UNSET, ban_imports: Any = None,
+                ban_defs: bool = False, yolo: bool = False,
+                pre_deny: Callable[[DenyInfo], bool | None] | None = None,
+                **data: Any) -> RunPython:
+        """A runner for ``g`` (default: the IPython user namespace, else the
+        caller's namespace holding ``sentinel``, else ``__main__``'s).
+        ``ok_dests``: where cells may write (default:
+        ``safepyrun.default_ok_dests``; None: writes are not checked).
+        Other keywords are data handed to policies.  Refused inside a run."""
         if g is None:
-            g = _host_namespace(sentinel)
-        cls = type(self)
-        cls._load_entry_points()  # only the first call reads them
+            g = cls._host_namespace(sentinel)
         if ok_dests is UNSET:
             ok_dests = cls._default_ok_dests()
-        self._runner = cls._Runner(g, ok_dests, ban_imports, ban_defs, yolo,
-                                   data, pre_deny)
-
-    @property
-    def g(self) -> dict:
-        """The host namespace cells run in."""
-        return self._runner.g
-
-    @property
-    def ok_dests(self) -> tuple[str, ...] | None:
-        """Where cells may write (None: writes are not checked)."""
-        return self._runner.ok_dests
-
-    def __call__(self, code: str) -> Awaitable[Any]:
-        """Run ``code``: ``await python(code)`` returns the value of its last
-        expression (or None).
-
-        The awaitable is the engine's own (a coroutine-compatible object with
-        send/throw/close, so ``asyncio.create_task`` accepts it); awaiting it
-        directly keeps the sandbox's machinery out of tracebacks."""
-        return self._runner.run(code)
+        self = super().__new__(cls, g, ok_dests, ban_imports, ban_defs, yolo,
+                               data, pre_deny)
+        cls._load_entry_points()  # only the first call reads them
+        return self
 
     def __repr__(self) -> str:
         return f"RunPython(ok_dests={self.ok_dests!r})"
@@ -276,6 +216,8 @@ class _SafepyrunModule(types.ModuleType):
                 f"safepyrun refused to set safepyrun.{name}: sandboxed code "
                 "cannot change the sandbox")
         super().__setattr__(name, value)
+        # The host's own change (a submodule import): the engine records it.
+        _engine.shell_refresh(self, name)
 
     def __delattr__(self, name: str) -> None:
         if in_run():
@@ -283,6 +225,7 @@ class _SafepyrunModule(types.ModuleType):
                 f"safepyrun refused to delete safepyrun.{name}: sandboxed "
                 "code cannot change the sandbox")
         super().__delattr__(name)
+        _engine.shell_refresh(self, name)
 
 
 sys.modules[__name__].__class__ = _SafepyrunModule
@@ -292,7 +235,8 @@ sys.modules[__name__].__class__ = _SafepyrunModule
 # Kept in their own modules; imported here so `from safepyrun import ...`
 # finds them.  IPython, matplotlib and pandas are imported only when used.
 
-from .presets import (LocalWritePolicy, allow_matplotlib, allow_pandas,
+from ._engine import LocalWritePolicy  # noqa: E402
+from .presets import (allow_matplotlib, allow_pandas,  # noqa: E402
                       load_import_entry_points)
 from .describe import DocDescriptor as _DocDescriptor, describe
 from .ipython import (create_pyrun_magic, load_ipython_extension,
@@ -310,4 +254,10 @@ RunPython._load_entry_points = staticmethod(load_import_entry_points)
 
 # The user config runs last, after every default is registered.
 from .config import load_config as _load_config  # noqa: E402
+
+# The shell's names, classes and functions are pinned (and its classes made
+# immutable): the engine puts back whatever a cell rebinds.  Taken again
+# after the config, which may add names.
+_engine.shell_snapshot()
 _load_config()
+_engine.shell_snapshot()

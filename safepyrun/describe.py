@@ -4,6 +4,7 @@ lists what the host has trusted."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 __all__ = ["describe", "DocDescriptor"]
 
@@ -37,7 +38,7 @@ run a program: ['ls'] (audit event 'subprocess.Popen'; call chain: \
 listed above, write inside the allowed directories, or ask the user."""
 
 
-def _owner_name(owner) -> str:
+def _owner_name(owner: Any) -> str:
     if isinstance(owner, str):
         return owner
     mod = getattr(owner, "__module__", None)
@@ -53,25 +54,12 @@ def _owner_name(owner) -> str:
     return qual
 
 
-def _policy_name(policy) -> str:
-    if policy is None:
-        return ""
-    name = getattr(policy, "__qualname__", None)
-    if name is None or not isinstance(policy, type):
-        try:
-            text = repr(policy)
-        except Exception:
-            text = type(policy).__name__
-        if len(text) > 60 or text.startswith("<"):
-            text = type(policy).__name__
-        return text
-    return name
-
-
-def _entries_by_owner(entries) -> list[tuple[str, list[str]]]:
+def _entries_by_owner(entries: Any) -> list[tuple[str, list[str]]]:
+    """Group allow_listing()'s (owner, name, policy label) entries by
+    owner."""
     groups: dict[int, tuple[str, list[str]]] = {}
     order: list[int] = []
-    for owner, name, policy in entries:
+    for owner, name, pol in entries:
         key = id(owner)
         if key not in groups:
             try:
@@ -81,7 +69,6 @@ def _entries_by_owner(entries) -> list[tuple[str, list[str]]]:
             groups[key] = (label, [])
             order.append(key)
         items = groups[key][1]
-        pol = _policy_name(policy)
         if name is None:
             kind = "all of it" if isinstance(owner, (type, type(sys), str)) \
                 else "callable"
@@ -93,8 +80,12 @@ def _entries_by_owner(entries) -> list[tuple[str, list[str]]]:
     return [groups[k] for k in order]
 
 
-def describe(ok_dests=None, runner=None) -> str:
-    """The description of the sandbox as the live registry stands."""
+def describe(ok_dests: Any = None, runner: Any = None) -> str:
+    """The description of the sandbox as the live registry stands.
+
+    Works inside a run too (a cell reading ``python.__doc__``): it reads the
+    registry through ``allow_listing()``, which names each policy by a
+    string, never handing out the live policy objects."""
     pkg = sys.modules[__package__]
     engine = pkg._engine
     if runner is not None:
@@ -108,7 +99,7 @@ def describe(ok_dests=None, runner=None) -> str:
     else:
         dests = ", ".join(repr(str(d)) for d in ok_dests)
     parts = [_INTRO.format(dests=dests)]
-    groups = _entries_by_owner(engine.allow_entries())
+    groups = _entries_by_owner(engine.allow_listing())
     if groups:
         lines = ["Trusted tools and methods (these may do what is otherwise "
                  "refused; a policy checks their arguments):"]
@@ -132,9 +123,12 @@ class DocDescriptor:
     are generated on every access (instances describe their own
     ok_dests)."""
 
-    def __get__(self, obj, objtype=None):
+    __slots__ = ()
+
+    def __get__(self, obj: Any, objtype: Any = None) -> str:
         try:
-            if obj is not None and hasattr(obj, "_runner"):
+            runner_type = sys.modules[__package__]._engine.Runner
+            if isinstance(obj, runner_type):
                 return describe(runner=obj)
             return describe()
         except Exception as e:  # a description must never break help()

@@ -13,12 +13,14 @@ IPython is imported only when these functions are called.
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable
+from typing import Any
 
 __all__ = ["create_pyrun_magic", "load_ipython_extension",
            "unload_ipython_extension", "run_sync"]
 
 
-def run_sync(awaitable):
+def run_sync(awaitable: Awaitable[Any]) -> Any:
     """Drive an awaitable to completion from synchronous code in this
     thread.  With no event loop running (a terminal IPython, a script) this
     is ``loop.run_until_complete`` on a fresh loop; when a loop is already
@@ -41,7 +43,7 @@ def run_sync(awaitable):
         events._set_running_loop(outer)
 
 
-def _cancel_leftovers(loop) -> None:
+def _cancel_leftovers(loop: Any) -> None:
     import asyncio
     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for t in pending:
@@ -60,7 +62,7 @@ def _quiet(cell: str) -> bool:
     return False
 
 
-def create_pyrun_magic(shell=None, pyrun=None):
+def create_pyrun_magic(shell: Any = None, pyrun: Any = None) -> Any:
     """Register ``%%py`` (run the cell in the sandbox; its last value is
     displayed) and ``%py`` (``%py -o`` returns the runner; ``%py code``
     runs one line) on ``shell`` (default: the running IPython).  Cells go
@@ -95,10 +97,42 @@ def create_pyrun_magic(shell=None, pyrun=None):
     py.__doc__ = ("Run the cell in the safepyrun sandbox (%%py), or one line "
                   "(%py code); `%py -o` returns the runner.")
     shell.register_magic_function(py, magic_kind="line_cell", magic_name="py")
+    _pin_magic(shell, py)
     return pyrun
 
 
-def load_ipython_extension(ip) -> None:
+def _magic_tables(shell: Any) -> list[dict]:
+    """IPython's line and cell magic tables (empty if it has none)."""
+    magics = getattr(getattr(shell, "magics_manager", None), "magics", None)
+    if not isinstance(magics, dict):
+        return []
+    return [t for t in (magics.get("line"), magics.get("cell"))
+            if isinstance(t, dict)]
+
+
+def _pin_magic(shell: Any, py: Any) -> None:
+    """A cell can reach the magic (get_ipython().magics_manager): the
+    engine pins the function's closure (the runner it calls) and its
+    entries in the magic tables, and puts them back if a cell rebinds
+    them."""
+    from ._engine import shell_pin
+    shell_pin(py)
+    for table in _magic_tables(shell):
+        if table.get("py") is not None:
+            shell_pin(table, "py")
+
+
+def _unpin_magic(shell: Any) -> None:
+    from ._engine import shell_unpin
+    for table in _magic_tables(shell):
+        fn = table.get("py")
+        if fn is not None:
+            shell_unpin(table, "py")
+            if callable(fn) and hasattr(fn, "__code__"):
+                shell_unpin(fn)
+
+
+def load_ipython_extension(ip: Any) -> None:
     """``%load_ext safepyrun``: register the magics and put ``pyrun`` (the
     runner) and ``allow`` into the user namespace.  A cell cannot replace
     these names: existing callables are never overwritten by a cell's
@@ -113,7 +147,8 @@ def load_ipython_extension(ip) -> None:
         hidden.update(pyrun=pyrun, allow=allow)
 
 
-def unload_ipython_extension(ip) -> None:
+def unload_ipython_extension(ip: Any) -> None:
+    _unpin_magic(ip)
     magics = getattr(getattr(ip, "magics_manager", None), "magics", None)
     if magics:
         magics.get("line", {}).pop("py", None)

@@ -8,35 +8,22 @@ called, and the entry points are read on the first ``RunPython()``.
 from __future__ import annotations
 
 import sys
+import types
 
-from . import PosAllowPolicy
+from ._engine import LocalWritePolicy
 
 __all__ = ["allow_matplotlib", "allow_pandas", "LocalWritePolicy",
            "load_import_entry_points"]
 
+# LocalWritePolicy (a PosAllowPolicy for library writers that also accept
+# URLs: the target must be a local path inside ok_dests; buffers and file
+# objects pass; a URL such as ``s3://...`` is refused, since trusting the
+# call would also trust the network traffic it makes) is an immutable C type
+# of the engine, like the other built-in policies.
 
-def _pkg():
+
+def _pkg() -> types.ModuleType:
     return sys.modules[__package__]
-
-
-class LocalWritePolicy(PosAllowPolicy):
-    """``PosAllowPolicy`` for library writers that also accept URLs: the
-    target at ``pos`` (or keyword ``kw``) must be a local path inside
-    ok_dests (buffers and file objects pass); a URL (``s3://...``,
-    ``https://...``) is refused, since trusting the call would also trust
-    the network traffic it makes."""
-
-    def __call__(self, obj, args, kwargs, data):
-        target = self.target(args, kwargs)
-        if isinstance(target, bytes):
-            text = target.decode("utf-8", "replace")
-        else:
-            text = target if isinstance(target, str) else None
-        if text is not None and "://" in text:
-            raise PermissionError(
-                f"safepyrun refused a write to {text!r}: a URL, not a local "
-                "path inside ok_dests")
-        return super().__call__(obj, args, kwargs, data)
 
 
 # ---- matplotlib ----------------------------------------------------------------
@@ -86,14 +73,15 @@ def allow_matplotlib() -> None:
 
 # ---- pandas --------------------------------------------------------------------
 
-#: DataFrame/Series writer methods and the keyword naming their target.
-PANDAS_WRITERS = {
+#: DataFrame/Series writer methods and the keyword naming their target
+#: (read-only: allow_pandas() trusts what it lists).
+PANDAS_WRITERS = types.MappingProxyType({
     "to_csv": "path_or_buf", "to_json": "path_or_buf", "to_hdf": "path_or_buf",
     "to_excel": "excel_writer", "to_parquet": "path", "to_feather": "path",
     "to_pickle": "path", "to_stata": "path", "to_orc": "path",
     "to_xml": "path_or_buffer", "to_html": "buf", "to_markdown": "buf",
     "to_latex": "buf", "to_string": "buf",
-}
+})
 
 
 def allow_pandas() -> None:
@@ -126,7 +114,9 @@ def allow_pandas() -> None:
 
 # ---- the safepyrun_import_allow entry-point group ------------------------------
 
-_entry_points_loaded = False
+# Whether the entry points were read: changed in place, since the module's
+# names are pinned (the engine puts back a rebound global).
+_entry_points_state = {"loaded": False}
 
 
 def load_import_entry_points(force: bool = False) -> list[str]:
@@ -134,10 +124,9 @@ def load_import_entry_points(force: bool = False) -> list[str]:
     ``safepyrun_import_allow`` (its value is a module name).  Done once, on
     the first ``RunPython()``; failures warn and are skipped.  Returns the
     module names added."""
-    global _entry_points_loaded
-    if _entry_points_loaded and not force:
+    if _entry_points_state["loaded"] and not force:
         return []
-    _entry_points_loaded = True
+    _entry_points_state["loaded"] = True
     added: list[str] = []
     try:
         from importlib.metadata import entry_points

@@ -32,6 +32,7 @@
 #include "guards.h"
 #include "hook.h"
 #include "monitor.h"
+#include "shell.h"
 
 #define CELL_MAX_UNWRAP 32
 
@@ -465,6 +466,18 @@ cell_leave(cell_step *step)
     step->token = NULL;
     sp_caches_restore(&step->caches);
     sp_monitor_leave(&step->monitor);
+    /* The shell's names and objects as the host left them (shell.c): put
+     * back what the step changed, and say so. */
+    PyObject *pending = sp_err_get_raised();
+    if (sp_shell_verify() < 0) {
+        if (pending != NULL) {
+            PyObject *exc = sp_err_get_raised();
+            PyException_SetContext(exc, pending); /* steals pending */
+            sp_err_set_raised(exc);
+        }
+        return -1;
+    }
+    sp_err_set_raised(pending);
     return left;
 }
 

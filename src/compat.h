@@ -157,4 +157,19 @@ sp_weakref_dead(PyObject *wr)
 #endif
 }
 
+/* Cheap change detection for the dicts the shell pins (shell.c).  3.12
+ * added dict watchers (PyDict_AddWatcher); 3.11 has none, but there every
+ * change of a dict bumps its ma_version_tag (a public field, deprecated in
+ * 3.12 and gone later, hence watchers there). */
+#if PY_VERSION_HEX >= 0x030C0000
+#define SP_HAVE_DICT_WATCHERS 1
+#else
+#define SP_HAVE_DICT_WATCHERS 0
+static inline unsigned long long
+sp_dict_version(PyObject *dict)
+{
+    return (unsigned long long)((PyDictObject *)dict)->ma_version_tag;
+}
+#endif
+
 #endif /* SP_COMPAT_H */

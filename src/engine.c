@@ -1,7 +1,7 @@
 /* engine.c - the safepyrun._engine module: wires the parts together.
  *
- * Each part (rules, context, registry, trust, hook, runner) has its own file and an
- * sp_<area>_init called from the one exec function below, in dependency
+ * Each part (rules, context, registry, trust, hook, runner, policy, shell)
+ * has its own file and an sp_<area>_init called from the one exec function below, in dependency
  * order.  The audit hook is process-wide and cannot be removed, so the
  * state it reads is process-wide too and outlives any one module object;
  * this module therefore declares that it does not support several
@@ -20,9 +20,11 @@
 #include "hook.h"
 #include "monitor.h"
 #include "paths.h"
+#include "policy.h"
 #include "registry.h"
 #include "rules.h"
 #include "runner.h"
+#include "shell.h"
 #include "state.h"
 #include "threads.h"
 #include "trust.h"
@@ -162,9 +164,10 @@ done:
 PyDoc_STRVAR(chk_dest_doc,
 "chk_dest(path, ok_dests) -> None\n\n"
 "Raise PermissionError unless path lies inside one of ok_dests (a list of\n"
-"paths, or a policy's data mapping holding 'ok_dests').  ok_dests=None\n"
-"allows everything.  The same C resolution as the audit hook: '~', '..'\n"
-"and symlinks resolved; a destination itself counts as inside.");
+"paths, or a policy's data mapping holding 'ok_dests': a dict or a\n"
+"read-only view).  ok_dests=None allows everything.  The same C resolution\n"
+"as the audit hook: '~', '..' and symlinks resolved; a destination itself\n"
+"counts as inside.");
 
 static PyObject *
 engine_chk_dest(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -176,73 +179,10 @@ engine_chk_dest(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      nargs);
         return NULL;
     }
-    PyObject *path = args[0], *given = args[1], *dests = NULL, *res = NULL;
-    PyObject *resolved = NULL, *fs = NULL, *text = NULL, *expanded = NULL;
-    PyObject *from_data = NULL; /* owned: ok_dests read from a data mapping */
-    if (PyDict_Check(given) || Py_IS_TYPE(given, &PyDictProxy_Type)) {
-        from_data = PyMapping_GetItemString(given, "ok_dests");
-        if (from_data == NULL) {
-            if (PyErr_ExceptionMatches(PyExc_KeyError)) {
-                PyErr_SetString(PyExc_KeyError,
-                                "chk_dest(): the data mapping has no 'ok_dests'");
-            }
-            return NULL;
-        }
-        given = from_data;
-    }
-    dests = sp_paths_normalise_dests(given);
-    Py_XDECREF(from_data);
-    if (dests == NULL) {
+    if (sp_policy_chk_dest(args[0], args[1]) < 0) {
         return NULL;
     }
-    if (dests != Py_None) {
-        /* The effect will ask the path object again: only a stable one can
-         * be judged (paths.h).  A leading "~" is read both ways: open()
-         * takes it literally, pandas and most libraries expand it. */
-        if (!sp_paths_stable(path)) {
-            PyErr_Format(PyExc_PermissionError,
-                         "Dest %.200s object not allowed: a path object of the "
-                         "sandbox's own class could name another file to the "
-                         "write; pass a str or pathlib.Path", SP_TYPE_NAME(path));
-            goto done;
-        }
-        fs = PyOS_FSPath(path);
-        text = fs == NULL ? NULL
-             : PyBytes_Check(fs) ? PyUnicode_DecodeFSDefaultAndSize(
-                                       PyBytes_AS_STRING(fs), PyBytes_GET_SIZE(fs))
-                                 : PyUnicode_FromObject(fs);
-        expanded = text == NULL ? NULL : sp_paths_expand_user(text);
-        if (expanded == NULL) {
-            goto done;
-        }
-        int ok = sp_paths_check_write(text, -1, SP_PATH_FOLLOW | SP_PATH_SELF,
-                                      dests, &resolved);
-        if (ok > 0 && PyUnicode_Compare(expanded, text) != 0) {
-            Py_CLEAR(resolved);
-            ok = sp_paths_check_write(expanded, -1, SP_PATH_FOLLOW | SP_PATH_SELF,
-                                      dests, &resolved);
-        }
-        if (ok < 0) {
-            goto done;
-        }
-        if (ok == 0) {
-            PyObject *list = PySequence_List(dests);
-            if (list != NULL) {
-                PyErr_Format(PyExc_PermissionError,
-                             "Dest %R not allowed; permitted: %R", path, list);
-                Py_DECREF(list);
-            }
-            goto done;
-        }
-    }
-    res = Py_NewRef(Py_None);
-done:
-    Py_XDECREF(resolved);
-    Py_XDECREF(fs);
-    Py_XDECREF(text);
-    Py_XDECREF(expanded);
-    Py_DECREF(dests);
-    return res;
+    Py_RETURN_NONE;
 }
 
 /* The engine's state: every part's, in one struct (state.h). */
@@ -304,7 +244,8 @@ engine_exec(PyObject *module)
         sp_threads_init(module) < 0 ||
         sp_guards_init(module) < 0 ||
         sp_compile_init(module) < 0 || sp_export_init(module) < 0 ||
-        sp_cell_init(module) < 0 || sp_runner_init(module) < 0) {
+        sp_cell_init(module) < 0 || sp_runner_init(module) < 0 ||
+        sp_policy_init(module) < 0 || sp_shell_init(module) < 0) {
         return -1;
     }
     return 0;

@@ -22,6 +22,7 @@
 #include "gate.h"
 
 #include "context.h"
+#include "gate.h"
 
 /* This file's part of the engine state (state.h). */
 static struct sp_registry_state *const registry = &sp_state.registry;
@@ -691,12 +692,84 @@ registry_py_remove(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                               "allow_remove(owner, name=None, policy=None)");
 }
 
+/* allow_entries() hands out the live policy objects the trust search
+ * calls: the host's own objects, so a cell must not reach them (a Python
+ * policy's fields and class are mutable).  Refused inside a run; the
+ * description an LLM reads uses allow_listing() instead. */
 static PyObject *
 registry_py_entries(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
+    if (sp_gate_refuse_inside("read the allow registry's policies") < 0) {
+        return NULL;
+    }
     return PyList_AsTuple(registry->entries);
+}
+
+/* How the description names a policy: "" for none, a class by its
+ * qualified name, an instance by its repr when that is short and not
+ * "<...>", else by its type's name.  New reference. */
+static PyObject *
+registry_policy_label(PyObject *policy)
+{
+    if (policy == Py_None) {
+        return PyUnicode_FromString("");
+    }
+    if (PyType_Check(policy)) {
+        return PyType_GetQualName((PyTypeObject *)policy);
+    }
+    PyObject *text = PyObject_Repr(policy);
+    if (text == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
+    else if (PyUnicode_GET_LENGTH(text) == 0 ||
+             (PyUnicode_GET_LENGTH(text) <= 60 &&
+              PyUnicode_ReadChar(text, 0) != '<')) {
+        return text;
+    }
+    Py_XDECREF(text);
+    return PyType_GetName(Py_TYPE(policy));
+}
+
+/* allow_listing(): the registry as the tool description shows it, with
+ * each policy as its label (a str) instead of the object.  Allowed inside
+ * a run (RunPython.__doc__ read by a cell). */
+static PyObject *
+registry_py_listing(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    /* owned; the entries list is held so a policy's __repr__ cannot free it */
+    PyObject *entries = Py_NewRef(registry->entries);
+    Py_ssize_t n = PyList_GET_SIZE(entries);
+    PyObject *listing = PyTuple_New(n);
+    if (listing == NULL) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyList_GET_ITEM(entries, i); /* borrowed */
+        PyObject *label = registry_policy_label(PyTuple_GET_ITEM(e, 2));
+        if (label == NULL) {
+            goto error;
+        }
+        PyObject *item = PyTuple_Pack(3, PyTuple_GET_ITEM(e, 0),
+                                      PyTuple_GET_ITEM(e, 1), label);
+        Py_DECREF(label);
+        if (item == NULL) {
+            goto error;
+        }
+        PyTuple_SET_ITEM(listing, i, item);
+    }
+    Py_DECREF(entries);
+    return listing;
+error:
+    Py_XDECREF(listing);
+    Py_DECREF(entries);
+    return NULL;
 }
 
 static PyObject *
@@ -726,7 +799,12 @@ static PyMethodDef registry_functions[] = {
      METH_FASTCALL,
      "allow_remove(owner, name=None, policy=None)\n\nUndo one allow_register."},
     {"allow_entries", registry_py_entries, METH_NOARGS,
-     "allow_entries() -> tuple of (owner, name, policy)"},
+     "allow_entries() -> tuple of (owner, name, policy)\n\nRefused inside a "
+     "run (the policies are live objects)."},
+    {"allow_listing", registry_py_listing, METH_NOARGS,
+     "allow_listing() -> tuple of (owner, name, policy_label)\n\nThe "
+     "registry as the tool description shows it: each policy named by a "
+     "str ('' for none)."},
     {"allow_import", registry_py_allow_import, METH_O,
      "allow_import(modname)\n\nTrust the import-time code of a module and its "
      "submodules.  Refused inside a run."},

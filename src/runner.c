@@ -22,6 +22,8 @@
 /* This file's part of the engine state (state.h). */
 static struct sp_runner_state *const runner_global = &sp_state.runner;
 
+static PyObject *runner_run(PyObject *self, PyObject *source);
+
 typedef struct {
     PyObject_HEAD
     PyObject *g;        /* owned: host namespace (dict) */
@@ -74,7 +76,9 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     PyObject *g, *ok_dests, *banned = Py_None, *data = Py_None;
     PyObject *pre_deny = Py_None;
     int ban_defs = 0, yolo = 0;
-    /* A runner carries a policy: a cell must not make one (yolo=True). */
+    /* A runner made inside a run would carry a policy of the cell's own
+     * choosing (yolo, ok_dests=None): refused, whatever the route
+     * (RunPython, _engine.Runner, a subclass). */
     if (sp_gate_refuse_inside("create a runner") < 0) {
         return NULL;
     }
@@ -147,12 +151,42 @@ error:
     return NULL;
 }
 
+/* runner(code) is runner.run(code): RunPython, a subclass, is called
+ * straight into C. */
+static PyObject *
+runner_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"code", NULL};
+    PyObject *code; /* borrowed */
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:__call__", kwlist,
+                                     &code)) {
+        return NULL;
+    }
+    return runner_run(self, code);
+}
+
+/* The host's objects a policy or the pre_deny hook decides with: their
+ * values (a list in the data, the hook's closure) are mutable, so a cell
+ * does not get them through the runner it can reach. */
 static PyObject *
 runner_get_data(PyObject *self, void *c)
 {
     (void)c;
+    if (sp_gate_refuse_inside("read the runner's policy data") < 0) {
+        return NULL;
+    }
     /* A copy: the runner's policy data cannot be changed through it. */
     return PyDict_Copy(((SpRunner *)self)->data);
+}
+
+static PyObject *
+runner_get_pre_deny(PyObject *self, void *c)
+{
+    (void)c;
+    if (sp_gate_refuse_inside("read the runner's pre_deny hook") < 0) {
+        return NULL;
+    }
+    return Py_NewRef(((SpRunner *)self)->pre_deny);
 }
 
 static PyObject *
@@ -176,14 +210,14 @@ static PyMemberDef runner_members[] = {
      "Normalised write destinations (tuple), or None."},
     {"ban_imports", T_OBJECT_EX, offsetof(SpRunner, banned), READONLY,
      "Modules a cell may not import (tuple)."},
-    {"pre_deny", T_OBJECT_EX, offsetof(SpRunner, pre_deny), READONLY,
-     "The host's pre_deny hook, or None."},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyGetSetDef runner_getset[] = {
-    {"data", runner_get_data, NULL, "A copy of the data handed to policies.",
-     NULL},
+    {"data", runner_get_data, NULL,
+     "A copy of the data handed to policies (refused inside a run).", NULL},
+    {"pre_deny", runner_get_pre_deny, NULL,
+     "The host's pre_deny hook, or None (refused inside a run).", NULL},
     {"ban_defs", runner_get_ban_defs, NULL, "Whether def/class are refused.",
      NULL},
     {"yolo", runner_get_yolo, NULL, "True when nothing is gated.", NULL},
@@ -229,6 +263,7 @@ static PyType_Slot runner_slots[] = {
                 "data=None)\n\nThe engine behind RunPython: a host namespace "
                 "and the policy its cells run under."},
     {Py_tp_new, runner_tp_new},
+    {Py_tp_call, runner_tp_call},
     {Py_tp_traverse, runner_tp_traverse},
     {Py_tp_clear, runner_tp_clear},
     {Py_tp_dealloc, sp_gc_dealloc},
@@ -241,7 +276,9 @@ static PyType_Slot runner_slots[] = {
 static PyType_Spec runner_spec = {
     .name = "safepyrun._engine.Runner",
     .basicsize = sizeof(SpRunner),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    /* BASETYPE: RunPython subclasses it (with __slots__ = ()). */
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE,
     .slots = runner_slots,
 };
 

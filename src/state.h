@@ -186,6 +186,28 @@ typedef struct {
         PyTypeObject *environ_type;   /* environ.c: SpEnviron */
     } guards;
 
+    /* policy.c: the built-in policy types. */
+    struct sp_policy_state {
+        PyTypeObject *base;  /* AllowPolicy */
+        PyTypeObject *pos;   /* PosAllowPolicy */
+        PyTypeObject *path;  /* PathWritePolicy */
+        PyTypeObject *open;  /* OpenWritePolicy */
+        PyTypeObject *local; /* LocalWritePolicy */
+    } policy;
+
+    /* shell.c: the Python shell's names and objects, pinned (written by
+     * the snapshot and shell_pin, host only). */
+    struct sp_shell_state {
+        PyObject *pins;        /* list of pin tuples, or NULL before the
+                                  first snapshot */
+        PyObject *extra;       /* list of pin tuples added by shell_pin */
+        PyObject *ignored_key; /* interned "__warningregistry__" */
+        PyObject *quarantine;  /* what the last verify removed, or NULL */
+        int watcher;           /* 3.12+: our dict watcher's id, or -1 */
+        int dirty;             /* 3.12+: a watched dict changed since the
+                                  last verify */
+    } shell;
+
     /* paths.c: the pathlib classes whose __fspath__ answers are stable. */
     struct sp_paths_state {
         PyObject *pathlib_types;   /* tuple, or NULL before the first run */

@@ -28,6 +28,7 @@
 
 #include "gate.h"
 #include "paths.h"
+#include "policy.h"
 #include "monitor.h"
 #include "registry.h"
 
@@ -281,9 +282,7 @@ trust_judge(PyObject *grants, PyObject *args, PyObject *kwargs,
             }
             /* A read-only view of a copy per call: a policy (or what it
              * calls) cannot change the run's data for the next one. */
-            PyObject *copy = PyDict_Copy(data);
-            PyObject *view = copy == NULL ? NULL : PyDictProxy_New(copy);
-            Py_XDECREF(copy);
+            PyObject *view = sp_policy_data_view(data);
             if (view == NULL) {
                 Py_DECREF(rest);
                 return -1;
@@ -639,7 +638,11 @@ sp_trust_pre_deny(SpRun *run, const char *event, PyObject *args)
     }
     PyStructSequence_SetItem(info, 0, Py_NewRef(name));
     PyStructSequence_SetItem(info, 1, Py_NewRef(args));
-    PyStructSequence_SetItem(info, 2, Py_NewRef(run->data));
+    PyObject *view = sp_policy_data_view(run->data);
+    if (view == NULL) {
+        goto done;
+    }
+    PyStructSequence_SetItem(info, 2, view); /* steals view */
     PyStructSequence_SetItem(info, 3, Py_NewRef(calls));
     /* pre_deny is the host's: not gated, though cell frames lie below. */
     res = sp_gate_call_as_host(run->pre_deny, info);

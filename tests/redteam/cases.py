@@ -518,7 +518,7 @@ C("r-engine-register", R, "deliberate", f"""
 os.system(CMD)
 """, skip_if="impl != 'ours'")
 C("r-host-runner-run", R, "deliberate", """
-await python._runner.run(f'os.system({CMD!r})')
+await python.run(f'os.system({CMD!r})')
 """, skip_if="impl != 'ours'")
 C("r-gc-runner-yolo", R, "deliberate", """
 import gc
@@ -600,7 +600,7 @@ class Flip:
 save_text(Flip(), 'x')
 """, setup=TOOL_SETUP)
 C("r-runner-data", R, "deliberate", """
-python._runner.data['ok_dests'] = [OUT]
+python.data['ok_dests'] = [OUT]
 save_text(OUT + '/via-tool.txt', 'x')
 """, setup=TOOL_SETUP, skip_if="impl != 'ours'")
 C("r-forge-by-name", R, "deliberate", """
@@ -680,9 +680,7 @@ fake = types.ModuleType('safepyrun')
 fake.RunPython = lambda *a, **k: None
 sys.modules['safepyrun'] = fake
 """, check="'' if hasattr(sys.modules['safepyrun'], 'allow') else "
-           "'sys.modules[safepyrun] replaced'",
-  known_gap="sys.modules is the host's: a cell can rebind an entry; the "
-            "engine keeps its own state, but host code that imports later gets the fake")
+           "'sys.modules[safepyrun] replaced'")
 
 # ---- switch the gate or monitor off -------------------------------------------------------
 
@@ -739,8 +737,7 @@ import asyncio, contextvars
 loop = asyncio.get_running_loop()
 loop.call_soon(os.system, CMD, context=contextvars.Context())
 await asyncio.sleep(0.05)
-""", known_gap="documented limit (README): a native callback scheduled in a "
-               "fresh context has no cell frame under it")
+""")
 C("g-task-fresh-context", G, "deliberate", """
 import asyncio, contextvars
 async def f():
@@ -778,9 +775,7 @@ C("a-function-called-later", A, "clumsy", "def later_():\n    os.system(CMD)",
   after="later_()")
 C("a-atexit-lambda", A, "clumsy",
   "import atexit\natexit.register(lambda: os.system(CMD))")
-C("a-atexit-native", A, "deliberate", "import atexit\natexit.register(os.system, CMD)",
-  known_gap="documented limit (README): a native function handed to atexit "
-            "runs with no cell frame on the stack")
+C("a-atexit-native", A, "deliberate", "import atexit\natexit.register(os.system, CMD)")
 C("a-del-finalizer", A, "clumsy", """
 class Cleanup:
     def __del__(self):
@@ -792,8 +787,7 @@ import weakref
 class Obj: pass
 keep_ = Obj()
 weakref.finalize(keep_, os.system, CMD)
-""", after="del keep_\nimport gc; gc.collect()",
-  known_gap="a native finalizer runs with no cell frame on the stack")
+""", after="del keep_\nimport gc; gc.collect()")
 C("a-weakref-finalize-lambda", A, "deliberate", """
 import weakref
 class Obj: pass
@@ -881,35 +875,15 @@ C("e-huge-allocation", E, "clumsy", "x = bytearray(64 * 2**30)",
 # xfail(strict=False); run_redteam.py counts them as not held.
 
 KNOWN_GAPS = {
-    "w-mknod": "os.mknod raises no audit event and has no guard yet",
-    "w-mkfifo": "os.mkfifo raises no audit event and has no guard yet",
-    "p-fork-exec": "_posixsubprocess.fork_exec raises no audit event (subprocess "
-                   "audits in Python before calling it); no native guard yet",
     "p-raise-signal": "signal.raise_signal raises no audit event",
-    "r-allow-in-fresh-context": "allow() run in a fresh contextvars.Context() "
-                                "is not seen as inside a run: trust is widened",
     "r-swap-runner-class": "setting RunPython._Runner from a cell is not refused: "
                            "later runners are the cell's class",
-    "r-module-dict-runpython": "vars(safepyrun)['RunPython'] = ... bypasses the "
-                               "module's __setattr__ guard",
-    "r-module-dict-chk-dest": "the policies look up chk_dest in the module dict "
-                              "a cell can rebind: trusted tools then write anywhere",
     "r-policy-class-attr": "setting PosAllowPolicy.__call__ from a cell is not refused",
     "r-policy-instance-attr": "policy objects are mutable: a cell can widen a "
                               "registered policy (pos=99 makes it check nothing)",
-    "r-policy-via-registry": "allow_entries() hands mutable policy objects to cells",
-    "r-function-with-trusted-code": "trust follows the code object: a new "
-                                    "function over a trusted tool's code with "
-                                    "the cell's globals is trusted",
     "r-policy-class-swap": "assigning a registered policy object's __class__ is "
                            "not refused: a permissive subclass replaces its check",
-    "r-builtins-isinstance": "the Python policies look up isinstance/hasattr in "
-                             "the shared builtins module, which a cell can rebind: "
-                             "PosAllowPolicy then checks nothing",
     "r-trusted-defaults": "replacing a trusted tool's __defaults__ is not refused",
-    "g-monitoring-new-tool": "sys.monitoring.use_tool_id is not refused: a cell "
-                             "claims a tool id for the host's lifetime (only "
-                             "registering the callback is refused)",
     "e-sys-exit": "SystemExit from a cell propagates out of await python(...) "
                   "and ends a typical host",
     "e-exit-builtin": "exit() from a cell propagates SystemExit to the host",
