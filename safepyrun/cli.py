@@ -45,8 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as e:  # the cell's error, reported like Python does
-        if isinstance(e, SystemExit):
-            return e.code if isinstance(e.code, int) else 1
+        # sys.exit() in the script: the sandbox refuses to end the host and
+        # keeps the SystemExit as the refusal's cause; a script's exit code
+        # is the command's, as with python.
+        exit_ = e if isinstance(e, SystemExit) else e.__cause__
+        if isinstance(exit_, SystemExit):
+            code = exit_.code
+            if code is None or isinstance(code, int):
+                return code or 0
+            print(code, file=sys.stderr)
+            return 1
         traceback.print_exception(e, file=sys.stderr)
         return 1
     if result is not None:

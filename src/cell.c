@@ -402,6 +402,28 @@ cell_fix_error(SpCell *self)
     if (denial != NULL && denial != exc) {
         Py_SETREF(exc, Py_NewRef(denial));
     }
+    if (self->checks && PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)) {
+        /* sys.exit()/exit() in a cell would end the host: a refusal, with
+         * the SystemExit as its cause (the CLI takes its exit code). */
+        PyObject *code = PyObject_GetAttrString(exc, "code");
+        PyObject *refusal = code == NULL ? NULL : PyObject_CallFunction(
+            PyExc_PermissionError, "N", PyUnicode_FromFormat(
+                "safepyrun refused to exit the host process: the cell raised "
+                "SystemExit(%R)", code));
+        Py_XDECREF(code);
+        if (refusal == NULL) {
+            PyErr_Clear(); /* keep the SystemExit rather than nothing */
+        }
+        else {
+            PyObject *tb = PyException_GetTraceback(exc);
+            if (tb != NULL) {
+                PyException_SetTraceback(refusal, tb);
+                Py_DECREF(tb);
+            }
+            PyException_SetCause(refusal, exc); /* steals exc */
+            exc = refusal;
+        }
+    }
     PyObject *tb = PyException_GetTraceback(exc); /* new or NULL */
     PyObject *walk = tb;                          /* borrowed along the chain */
     while (walk != NULL && walk != Py_None && !cell_tb_in_cell(walk)) {

@@ -1,7 +1,9 @@
 """Errors: refusal messages, unwrapping, traceback trimming, and bad input
 (each followed by a check that the host and the runner keep working)."""
 import asyncio
+import os
 import re
+import subprocess
 import sys
 import traceback
 
@@ -298,10 +300,25 @@ def test_runner_usable_after_many_errors(py):
     still_works(py)
 
 
-def test_system_exit_in_cell_propagates(py):
-    with pytest.raises(SystemExit):
-        run(py, "raise SystemExit(3)")
+@pytest.mark.parametrize("code", ["raise SystemExit(3)", "import sys; sys.exit(3)",
+                                  "exit(3)", "quit(3)"])
+def test_system_exit_in_cell_does_not_end_the_host(py, code):
+    """A cell cannot end the host process: SystemExit becomes a refusal
+    whose cause is the SystemExit (the CLI takes its code)."""
+    with pytest.raises(PermissionError, match="exit the host process") as info:
+        run(py, code)
+    assert isinstance(info.value.__cause__, SystemExit)
+    assert info.value.__cause__.code == 3
     still_works(py)
+
+
+def test_cli_script_exit_code(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import sys\nsys.exit(4)\n")
+    proc = subprocess.run([sys.executable, "-m", "safepyrun.cli", str(script)],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path)))
+    assert proc.returncode == 4, proc.stderr
 
 
 def test_keyboard_interrupt_in_cell_propagates(py):

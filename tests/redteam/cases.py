@@ -884,9 +884,6 @@ KNOWN_GAPS = {
     "r-policy-class-swap": "assigning a registered policy object's __class__ is "
                            "not refused: a permissive subclass replaces its check",
     "r-trusted-defaults": "replacing a trusted tool's __defaults__ is not refused",
-    "e-sys-exit": "SystemExit from a cell propagates out of await python(...) "
-                  "and ends a typical host",
-    "e-exit-builtin": "exit() from a cell propagates SystemExit to the host",
     "e-os-exit": "os._exit raises no audit event: the host process ends",
     "e-os-abort": "os.abort raises no audit event: the host process aborts",
     "e-raise-sigterm": "signal.raise_signal raises no audit event: SIGTERM ends the host",
