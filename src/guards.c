@@ -121,6 +121,33 @@ enum {
     G_FINALIZE_INIT,
     G_HANDLE_INIT,
     G_WORKITEM_INIT,
+    G_EXIT,
+    G_ABORT,
+    G_UMASK,
+    G_SETUID,
+    G_SETGID,
+    G_SETEUID,
+    G_SETEGID,
+    G_SETREUID,
+    G_SETREGID,
+    G_SETRESUID,
+    G_SETRESGID,
+    G_SETGROUPS,
+    G_INITGROUPS,
+    G_SETSID,
+    G_SETPGID,
+    G_SETPGRP,
+    G_RAISE_SIGNAL,
+    G_ALARM,
+    G_SETITIMER,
+    G_FH_SIGSEGV,
+    G_FH_SIGABRT,
+    G_FH_SIGFPE,
+    G_FH_FATAL,
+    G_FH_FATAL_THREAD,
+    G_FH_STACK,
+    G_FH_READ_NULL,
+    G_SETRECURSIONLIMIT,
     G_COUNT
 };
 
@@ -161,6 +188,33 @@ static const guards_place guards_places[G_COUNT] = {
     [G_FINALIZE_INIT] = {"weakref", "finalize", "__init__"},
     [G_HANDLE_INIT] = {"asyncio.events", "Handle", "__init__"},
     [G_WORKITEM_INIT] = {"concurrent.futures.thread", "_WorkItem", "__init__"},
+    [G_EXIT] = {"posix", NULL, "_exit"},
+    [G_ABORT] = {"posix", NULL, "abort"},
+    [G_UMASK] = {"posix", NULL, "umask"},
+    [G_SETUID] = {"posix", NULL, "setuid"},
+    [G_SETGID] = {"posix", NULL, "setgid"},
+    [G_SETEUID] = {"posix", NULL, "seteuid"},
+    [G_SETEGID] = {"posix", NULL, "setegid"},
+    [G_SETREUID] = {"posix", NULL, "setreuid"},
+    [G_SETREGID] = {"posix", NULL, "setregid"},
+    [G_SETRESUID] = {"posix", NULL, "setresuid"},
+    [G_SETRESGID] = {"posix", NULL, "setresgid"},
+    [G_SETGROUPS] = {"posix", NULL, "setgroups"},
+    [G_INITGROUPS] = {"posix", NULL, "initgroups"},
+    [G_SETSID] = {"posix", NULL, "setsid"},
+    [G_SETPGID] = {"posix", NULL, "setpgid"},
+    [G_SETPGRP] = {"posix", NULL, "setpgrp"},
+    [G_RAISE_SIGNAL] = {"_signal", NULL, "raise_signal"},
+    [G_ALARM] = {"_signal", NULL, "alarm"},
+    [G_SETITIMER] = {"_signal", NULL, "setitimer"},
+    [G_FH_SIGSEGV] = {"faulthandler", NULL, "_sigsegv"},
+    [G_FH_SIGABRT] = {"faulthandler", NULL, "_sigabrt"},
+    [G_FH_SIGFPE] = {"faulthandler", NULL, "_sigfpe"},
+    [G_FH_FATAL] = {"faulthandler", NULL, "_fatal_error"},
+    [G_FH_FATAL_THREAD] = {"faulthandler", NULL, "_fatal_error_c_thread"},
+    [G_FH_STACK] = {"faulthandler", NULL, "_stack_overflow"},
+    [G_FH_READ_NULL] = {"faulthandler", NULL, "_read_null"},
+    [G_SETRECURSIONLIMIT] = {"sys", NULL, "setrecursionlimit"},
 };
 
 /* The modules guarded, with whether sp_guards_init imports them (cheap or
@@ -177,6 +231,7 @@ static const struct {
     {"_posixshmem", 0, 0},    {"readline", 0, 0},
     {"_tkinter", 0, 0},       {"asyncio.events", 0, 1},
     {"concurrent.futures.thread", 0, 1},
+    {"faulthandler", 1, 0},   {"sys", 1, 0},
 };
 #define GUARDS_NMODULES (sizeof(guards_modules) / sizeof(guards_modules[0]))
 
@@ -949,6 +1004,92 @@ GUARDS_MONITORING(guards_mon_restart_events, G_MON_RESTART_EVENTS,
 GUARDS_MONITORING(guards_mon_register_callback, G_MON_REGISTER_CALLBACK, NULL)
 #undef GUARDS_MONITORING
 
+/* ---- the host process itself --------------------------------------------- */
+
+/* Natives that end, crash or reconfigure the whole process (os._exit,
+ * os.abort, os.umask, the set*id family, signal.raise_signal, alarm and
+ * setitimer, faulthandler's crash helpers): the event names what it does,
+ * with the positional arguments.  Refused inside a run unless a trusted
+ * call is active. */
+static PyObject *
+guards_process_call(int g, const char *event, PyObject *const *args,
+                    size_t nargsf, PyObject *kwnames)
+{
+    PyObject *pos = PyTuple_New(PyVectorcall_NARGS(nargsf));
+    for (Py_ssize_t i = 0; pos != NULL && i < PyTuple_GET_SIZE(pos); i++) {
+        PyTuple_SET_ITEM(pos, i, Py_NewRef(args[i]));
+    }
+    if (pos == NULL) {
+        return NULL;
+    }
+    int rc = PySys_Audit(event, "sO", guards_places[g].name, pos);
+    Py_DECREF(pos);
+    if (rc < 0) {
+        return NULL;
+    }
+    return guards_call(g, args, nargsf, kwnames, -1, NULL);
+}
+
+#define GUARDS_PROCESS(fn, g, event)                                         \
+    static PyObject *fn(PyObject *unused, PyObject *const *args,             \
+                        size_t nargsf, PyObject *kwnames)                    \
+    {                                                                        \
+        (void)unused;                                                        \
+        return guards_process_call(g, event, args, nargsf, kwnames);         \
+    }
+
+GUARDS_PROCESS(guards_p_exit, G_EXIT, "os._exit")
+GUARDS_PROCESS(guards_p_abort, G_ABORT, "os.abort")
+GUARDS_PROCESS(guards_p_umask, G_UMASK, "os.umask")
+GUARDS_PROCESS(guards_p_setuid, G_SETUID, "os.setid")
+GUARDS_PROCESS(guards_p_setgid, G_SETGID, "os.setid")
+GUARDS_PROCESS(guards_p_seteuid, G_SETEUID, "os.setid")
+GUARDS_PROCESS(guards_p_setegid, G_SETEGID, "os.setid")
+GUARDS_PROCESS(guards_p_setreuid, G_SETREUID, "os.setid")
+GUARDS_PROCESS(guards_p_setregid, G_SETREGID, "os.setid")
+GUARDS_PROCESS(guards_p_setresuid, G_SETRESUID, "os.setid")
+GUARDS_PROCESS(guards_p_setresgid, G_SETRESGID, "os.setid")
+GUARDS_PROCESS(guards_p_setgroups, G_SETGROUPS, "os.setid")
+GUARDS_PROCESS(guards_p_initgroups, G_INITGROUPS, "os.setid")
+GUARDS_PROCESS(guards_p_setsid, G_SETSID, "os.setid")
+GUARDS_PROCESS(guards_p_setpgid, G_SETPGID, "os.setid")
+GUARDS_PROCESS(guards_p_setpgrp, G_SETPGRP, "os.setid")
+GUARDS_PROCESS(guards_p_raise_signal, G_RAISE_SIGNAL, "signal.raise_signal")
+GUARDS_PROCESS(guards_p_alarm, G_ALARM, "signal.alarm")
+GUARDS_PROCESS(guards_p_setitimer, G_SETITIMER, "signal.alarm")
+GUARDS_PROCESS(guards_p_fh_sigsegv, G_FH_SIGSEGV, "faulthandler.crash")
+GUARDS_PROCESS(guards_p_fh_sigabrt, G_FH_SIGABRT, "faulthandler.crash")
+GUARDS_PROCESS(guards_p_fh_sigfpe, G_FH_SIGFPE, "faulthandler.crash")
+GUARDS_PROCESS(guards_p_fh_fatal, G_FH_FATAL, "faulthandler.crash")
+GUARDS_PROCESS(guards_p_fh_fatal_thread, G_FH_FATAL_THREAD, "faulthandler.crash")
+GUARDS_PROCESS(guards_p_fh_stack, G_FH_STACK, "faulthandler.crash")
+GUARDS_PROCESS(guards_p_fh_read_null, G_FH_READ_NULL, "faulthandler.crash")
+#undef GUARDS_PROCESS
+
+/* Recursion deep enough to run the C stack out crashes the host: raising
+ * the recursion limit past this (the interpreter's default is 1000) raises
+ * "sys.setrecursionlimit" (refused in a run); lower limits pass. */
+#define GUARDS_SAFE_RECURSION 10000
+
+static PyObject *
+guards_setrecursionlimit(PyObject *unused, PyObject *const *args,
+                         size_t nargsf, PyObject *kwnames)
+{
+    (void)unused;
+    if (PyVectorcall_NARGS(nargsf) >= 1 && PyLong_Check(args[0])) {
+        int overflow = 0;
+        long n = PyLong_AsLongAndOverflow(args[0], &overflow);
+        if (n == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if ((overflow > 0 || n > GUARDS_SAFE_RECURSION) &&
+            PySys_Audit("sys.setrecursionlimit", "O", args[0]) < 0) {
+            return NULL;
+        }
+    }
+    return guards_call(G_SETRECURSIONLIMIT, args, nargsf, kwnames, -1, NULL);
+}
+
 /* ---- the method table ------------------------------------------------------ */
 
 #define GUARDS_DEF(name, fn, doc)                                            \
@@ -1015,6 +1156,35 @@ static PyMethodDef guards_defs[G_COUNT] = {
     [G_WORKITEM_INIT] = GUARDS_DEF("__init__", guards_workitem_init,
                                    "__init__($self, future, fn, args, kwargs)\n"
                                    "--\n\nAn executor's work item."),
+    [G_EXIT] = GUARDS_DEF("_exit", guards_p_exit, "_exit (the process)"),
+    [G_ABORT] = GUARDS_DEF("abort", guards_p_abort, "abort (the process)"),
+    [G_UMASK] = GUARDS_DEF("umask", guards_p_umask, "umask (the process)"),
+    [G_SETUID] = GUARDS_DEF("setuid", guards_p_setuid, "setuid (the process)"),
+    [G_SETGID] = GUARDS_DEF("setgid", guards_p_setgid, "setgid (the process)"),
+    [G_SETEUID] = GUARDS_DEF("seteuid", guards_p_seteuid, "seteuid (the process)"),
+    [G_SETEGID] = GUARDS_DEF("setegid", guards_p_setegid, "setegid (the process)"),
+    [G_SETREUID] = GUARDS_DEF("setreuid", guards_p_setreuid, "setreuid (the process)"),
+    [G_SETREGID] = GUARDS_DEF("setregid", guards_p_setregid, "setregid (the process)"),
+    [G_SETRESUID] = GUARDS_DEF("setresuid", guards_p_setresuid, "setresuid (the process)"),
+    [G_SETRESGID] = GUARDS_DEF("setresgid", guards_p_setresgid, "setresgid (the process)"),
+    [G_SETGROUPS] = GUARDS_DEF("setgroups", guards_p_setgroups, "setgroups (the process)"),
+    [G_INITGROUPS] = GUARDS_DEF("initgroups", guards_p_initgroups, "initgroups (the process)"),
+    [G_SETSID] = GUARDS_DEF("setsid", guards_p_setsid, "setsid (the process)"),
+    [G_SETPGID] = GUARDS_DEF("setpgid", guards_p_setpgid, "setpgid (the process)"),
+    [G_SETPGRP] = GUARDS_DEF("setpgrp", guards_p_setpgrp, "setpgrp (the process)"),
+    [G_RAISE_SIGNAL] = GUARDS_DEF("raise_signal", guards_p_raise_signal, "raise_signal (the process)"),
+    [G_ALARM] = GUARDS_DEF("alarm", guards_p_alarm, "alarm (the process)"),
+    [G_SETITIMER] = GUARDS_DEF("setitimer", guards_p_setitimer, "setitimer (the process)"),
+    [G_FH_SIGSEGV] = GUARDS_DEF("_sigsegv", guards_p_fh_sigsegv, "_sigsegv (the process)"),
+    [G_FH_SIGABRT] = GUARDS_DEF("_sigabrt", guards_p_fh_sigabrt, "_sigabrt (the process)"),
+    [G_FH_SIGFPE] = GUARDS_DEF("_sigfpe", guards_p_fh_sigfpe, "_sigfpe (the process)"),
+    [G_FH_FATAL] = GUARDS_DEF("_fatal_error", guards_p_fh_fatal, "_fatal_error (the process)"),
+    [G_FH_FATAL_THREAD] = GUARDS_DEF("_fatal_error_c_thread", guards_p_fh_fatal_thread, "_fatal_error_c_thread (the process)"),
+    [G_FH_STACK] = GUARDS_DEF("_stack_overflow", guards_p_fh_stack, "_stack_overflow (the process)"),
+    [G_FH_READ_NULL] = GUARDS_DEF("_read_null", guards_p_fh_read_null, "_read_null (the process)"),
+    [G_SETRECURSIONLIMIT] = GUARDS_DEF("setrecursionlimit",
+                                       guards_setrecursionlimit,
+                                       "Set the recursion limit."),
 };
 #undef GUARDS_DEF
 

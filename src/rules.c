@@ -124,7 +124,7 @@ static const sp_rule rules_table[] = {
 
     /* Attribute writes on classes and functions: tampering refused. */
     SPECIAL("object.__setattr__", SP_RULE_SETATTR, 1,
-            "replace a function's code or change the sandbox"),
+            "replace a function's code or defaults, or change the sandbox"),
     SPECIAL("object.__delattr__", SP_RULE_SETATTR, 1, "change the sandbox"),
 
     /* Foreign code: loading the process's own image (ctypes' import does
@@ -227,6 +227,16 @@ static const sp_rule rules_table[] = {
     DENY("_winapi.OpenProcess", "open a process"),
     DENY("_winapi.TerminateProcess", "kill a process"),
     DENY("_wmi.exec_query", "query WMI"),
+
+    /* The host process itself (guards.c raises these). */
+    DENYA("os._exit", 1, "end the host process"),
+    DENYA("os.abort", 1, "abort the host process"),
+    DENYA("os.umask", 1, "change the process's file mode mask"),
+    DENYA("os.setid", 1, "change the process's identity or session"),
+    DENYA("signal.raise_signal", 1, "signal the host process"),
+    DENYA("signal.alarm", 1, "set a timer signal on the host process"),
+    DENYA("faulthandler.crash", 0, "crash the host process"),
+    DENY("sys.setrecursionlimit", "raise the recursion limit past a safe depth"),
 
     /* The interpreter's own controls. */
     DENY("pdb.Pdb", "enter the debugger"),

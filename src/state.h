@@ -34,7 +34,7 @@
 #define SP_RULES_SLOTS 512 /* rules.c: power of two >= 2x the rule count */
 #define SP_CHECK_NTYPES 8  /* check.c: syntax-tree node types it checks */
 #define SP_CHECK_NSTRS 8   /* check.c: attribute names it reads */
-#define SP_GUARDS_MAX 32        /* guards.c: functions it can guard */
+#define SP_GUARDS_MAX 64        /* guards.c: functions it can guard */
 #define SP_GUARDS_MAX_MODULES 16 /* guards.c: modules those live in */
 
 /* gate.c: one entry of the cell-code index. */

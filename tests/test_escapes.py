@@ -82,12 +82,6 @@ def test_engine_runner_cannot_be_built_from_a_cell(py, marker):
 
 # --- cell code run later by the host (DESIGN: "Cell code stays cell code") ----
 
-LATER = pytest.mark.xfail(
-    reason="DESIGN.md 'Cell code stays cell code': cell functions, finalizers "
-           "and callbacks stay gated after the run; issue 2's gate is only "
-           "active inside a run", strict=False)
-
-
 def test_cell_function_called_by_host_later_stays_gated(py, marker):
     run(py, f"def later_(): os.system('touch {marker}')")
     with pytest.raises(PermissionError):
@@ -95,7 +89,6 @@ def test_cell_function_called_by_host_later_stays_gated(py, marker):
     assert not marker.exists()
 
 
-@LATER
 def test_finalizer_and_atexit_stay_gated(tmp_path):
     m1, m2 = tmp_path / "atexit", tmp_path / "del"
     script = (

@@ -536,7 +536,8 @@ class Lax(type(save_policy)):
         return None
 save_policy.__class__ = Lax
 save_text(OUT + '/via-tool.txt', 'x')
-""", setup=TOOL_SETUP)
+""", setup=TOOL_SETUP,
+  holds_by="__class__ cannot be assigned on an instance of an immutable C type")
 C("r-builtins-isinstance", R, "deliberate", """
 import builtins
 real_isinstance, real_hasattr = builtins.isinstance, builtins.hasattr
@@ -561,7 +562,8 @@ C("r-swap-runner-class", R, "deliberate", f"""
 class Fake:
     def __init__(self, *a, **k): pass
 {SP}.RunPython._Runner = Fake
-""")
+""",
+  holds_by="the shell's classes are immutable types: setting RunPython._Runner raises TypeError")
 C("r-module-dict-runpython", R, "deliberate", f"""
 sp = {SP}
 class Yolo(sp.RunPython):
@@ -577,11 +579,13 @@ save_text(OUT + '/via-tool.txt', 'x')
 C("r-policy-class-attr", R, "deliberate", f"""
 SPA.PosAllowPolicy.__call__ = lambda *a: None
 save_text(OUT + '/via-tool.txt', 'x')
-""", setup=TOOL_SETUP)
+""", setup=TOOL_SETUP,
+  holds_by="PosAllowPolicy is an immutable C type: setting __call__ raises TypeError")
 C("r-policy-instance-attr", R, "deliberate", """
 save_policy.pos = 99
 save_text(OUT + '/via-tool.txt', 'x')
-""", setup=TOOL_SETUP)
+""", setup=TOOL_SETUP,
+  holds_by="a C policy's fields are read-only: setting .pos raises AttributeError")
 C("r-policy-via-registry", R, "deliberate", f"""
 for owner, name, policy in {SP}._engine.allow_entries():
     if policy is not None:
@@ -875,24 +879,6 @@ C("e-huge-allocation", E, "clumsy", "x = bytearray(64 * 2**30)",
 # xfail(strict=False); run_redteam.py counts them as not held.
 
 KNOWN_GAPS = {
-    "p-raise-signal": "signal.raise_signal raises no audit event",
-    "r-swap-runner-class": "setting RunPython._Runner from a cell is not refused: "
-                           "later runners are the cell's class",
-    "r-policy-class-attr": "setting PosAllowPolicy.__call__ from a cell is not refused",
-    "r-policy-instance-attr": "policy objects are mutable: a cell can widen a "
-                              "registered policy (pos=99 makes it check nothing)",
-    "r-policy-class-swap": "assigning a registered policy object's __class__ is "
-                           "not refused: a permissive subclass replaces its check",
-    "r-trusted-defaults": "replacing a trusted tool's __defaults__ is not refused",
-    "e-os-exit": "os._exit raises no audit event: the host process ends",
-    "e-os-abort": "os.abort raises no audit event: the host process aborts",
-    "e-raise-sigterm": "signal.raise_signal raises no audit event: SIGTERM ends the host",
-    "e-alarm": "signal.setitimer/alarm raise no audit event: SIGALRM ends the host later",
-    "e-faulthandler-segv": "faulthandler._sigsegv crashes the host (no audit event)",
-    "e-deep-recursion": "sys.setrecursionlimit is not gated: deep C recursion "
-                        "overflows the host's stack",
-    "e-umask": "os.umask raises no audit event: the host's umask changes",
-    "e-setuid": "os.setuid raises no audit event: the host drops its privileges",
 }
 for _id, _why in KNOWN_GAPS.items():
     assert _id in CASES and CASES[_id].known_gap is None, _id

@@ -83,4 +83,4 @@ def test_corpus_shape():
     # new one shows up as a failure of this test, not only as an xfail.
     clumsy_gaps = sorted(c.id for c in CASES.values()
                          if c.kind == "clumsy" and c.known_gap)
-    assert clumsy_gaps == ["e-exit-builtin", "e-sys-exit"]
+    assert clumsy_gaps == []
