@@ -82,6 +82,7 @@
 
 #include "boundcall.h"
 #include "environ.h"
+#include "foreign.h"
 #include "gate.h"
 #include "state.h"
 #include "trust.h"
@@ -835,8 +836,10 @@ guards_after_load(PyObject *res)
         return res;
     }
     int m = guards_module_index(name);
+    int is_ctypes = PyUnicode_CompareWithASCIIString(name, "_ctypes") == 0;
     Py_DECREF(name);
-    if (m >= 0 && guards_patch_module(res, (size_t)m) < 0) {
+    if ((m >= 0 && guards_patch_module(res, (size_t)m) < 0) ||
+        (is_ctypes && sp_foreign_install(res) < 0)) {
         Py_DECREF(res);
         return NULL;
     }
@@ -1535,6 +1538,9 @@ guards_install_loaded(int import_eager)
 int
 sp_guards_before_run(void)
 {
+    if (sp_foreign_before_run() < 0) {
+        return -1;
+    }
     if (guards->pending == 0 || !guards->installed) {
         return 0;
     }

@@ -557,8 +557,8 @@ done:
 
 /* object.__setattr__/__delattr__: (obj, name[, value]).  Refused when a
  * cell swaps a function's code (the object identity that trust is keyed
- * on would then run the cell's code), changes a host function's defaults,
- * or changes a class of the sandbox's own package. */
+ * on would then run the cell's code), changes a trusted function's
+ * defaults, or changes a class of the sandbox's own package. */
 static int
 hook_setattr_tampers(PyObject *args)
 {
@@ -570,13 +570,16 @@ hook_setattr_tampers(PyObject *args)
         PyUnicode_CompareWithASCIIString(name, "__code__") == 0) {
         return 1;
     }
-    /* A host function's defaults are part of what it does: a trusted
-     * tool's would run with the cell's arguments under the tool's trust. */
+    /* A trusted function's defaults are part of what it does: it would
+     * run with the cell's arguments under its trust. */
     if (PyFunction_Check(obj) &&
-        !sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(obj)) &&
         (PyUnicode_CompareWithASCIIString(name, "__defaults__") == 0 ||
          PyUnicode_CompareWithASCIIString(name, "__kwdefaults__") == 0)) {
-        return 1;
+        PyObject *grants = sp_registry_code_grants(PyFunction_GET_CODE(obj));
+        Py_XDECREF(grants);
+        if (grants != NULL) {
+            return 1;
+        }
     }
     if (PyType_Check(obj)) {
         PyObject *dict = sp_type_dict((PyTypeObject *)obj);

@@ -185,6 +185,7 @@ static const sp_rule rules_table[] = {
     ALLOW("ctypes.get_errno"), ALLOW("ctypes.get_last_error"),
     DENY("ctypes.addressof", "take a raw memory address"),
     DENY("ctypes.call_function", "call a foreign function"),
+    DENY("ctypes.new", "create a ctypes object"),
     DENY("ctypes.cdata", "read raw memory"),
     DENY("ctypes.cdata/buffer", "read raw memory"),
     DENY("ctypes.dlsym", "look up a native symbol"),

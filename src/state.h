@@ -36,6 +36,7 @@
 #define SP_CHECK_NSTRS 8   /* check.c: attribute names it reads */
 #define SP_GUARDS_MAX 64        /* guards.c: functions it can guard */
 #define SP_GUARDS_MAX_MODULES 16 /* guards.c: modules those live in */
+#define SP_FOREIGN_NBASES 6     /* foreign.c: the _ctypes base types */
 
 /* gate.c: one entry of the cell-code index. */
 typedef struct {
@@ -207,6 +208,14 @@ typedef struct {
         int dirty;             /* 3.12+: a watched dict changed since the
                                   last verify */
     } shell;
+
+    /* foreign.c: _ctypes' slots, as they were before the redirection. */
+    struct sp_foreign_state {
+        int installed;
+        PyObject *bases[SP_FOREIGN_NBASES];   /* the base types, or NULL */
+        newfunc real_new[SP_FOREIGN_NBASES];  /* their tp_new */
+        ternaryfunc real_call;                /* CFuncPtr's tp_call */
+    } foreign;
 
     /* paths.c: the pathlib classes whose __fspath__ answers are stable. */
     struct sp_paths_state {

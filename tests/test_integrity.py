@@ -667,3 +667,39 @@ def test_policy_data_is_read_only(tmp_path):
     run(py, "tool('b')")
     assert seen == ["mappingproxy", "read-only"] * 2
     assert py.ok_dests == (str(tmp_path),)
+
+
+# ---- ctypes: foreign calls and raw objects need no audit event ------------------
+
+
+@pytest.mark.parametrize("code", [
+    "ct = sys.modules['ctypes']\nct.memmove(id(SECRET) + 20, b'PWNED', 5)",
+    "ct = sys.modules['ctypes']\nct.c_char_p(1).value",
+    "ct = sys.modules['ctypes']\nct.cast(id(SECRET), ct.POINTER(ct.c_char))[20] = b'X'",
+    "ct = sys.modules['ctypes']\nf = ct.CFUNCTYPE(ct.c_void_p, ct.c_void_p, ct.c_void_p,"
+    " ct.c_size_t)(ct.cast(ct.memmove, ct.c_void_p).value)\nf(id(SECRET) + 20, b'PWNED', 5)",
+    "ct = sys.modules['_ctypes']\nct.CFuncPtr.__call__(sys.modules['ctypes'].memmove, id(SECRET) + 20, b'PWNED', 5)",
+])
+def test_ctypes_cannot_touch_host_memory(code):
+    import ctypes  # the host has ctypes loaded already
+    secret = b"original-secret-bytes"
+    py = RunPython(host_ns(SECRET=secret))
+    with pytest.raises(PermissionError, match="ctypes"):
+        run(py, code)
+    assert secret == b"original-secret-bytes"
+    assert ctypes.c_int(3).value == 3  # the host's own ctypes works
+
+
+def test_first_import_of_numpy_in_a_cell_still_works(tmp_path):
+    proc = run_python("""
+        import asyncio, sys
+        from safepyrun import RunPython
+        py = RunPython({})
+        print(asyncio.run(py("import numpy as np\\nint(np.arange(5).sum())")))
+        try:
+            asyncio.run(py("import sys\\nsys.modules['ctypes'].c_char_p(1).value"))
+        except PermissionError as e:
+            print('refused', 'ctypes.new' in str(e))
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["10", "refused", "True"]
