@@ -450,6 +450,9 @@ sp_paths_expand_user(PyObject *s)
 {
     PyObject *user = NULL, *home = NULL, *tail = NULL, *result = NULL;
     Py_ssize_t len = PyUnicode_GetLength(s);
+    if (len == 0) {
+        return Py_NewRef(s);
+    }
     Py_UCS4 first = PyUnicode_ReadChar(s, 0);
     if (len < 0 || first == (Py_UCS4)-1) {
         return NULL;

@@ -703,3 +703,11 @@ def test_first_import_of_numpy_in_a_cell_still_works(tmp_path):
     """, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["10", "refused", "True"]
+
+
+@pytest.mark.parametrize("path", ["", b"", "~", "~nosuchuser/x"])
+def test_chk_dest_odd_paths(path, tmp_path):
+    """Found by the fuzzer: an empty path made chk_dest raise IndexError."""
+    from safepyrun import chk_dest
+    with pytest.raises(PermissionError, match="not allowed"):
+        chk_dest(path, [str(tmp_path / "ok")])

@@ -28,6 +28,9 @@ def run_fuzz(python, seconds, artifacts):
     return proc, runs, crashes
 
 
+@pytest.mark.skipif(bool(os.environ.get("SAFEPYRUN_ASAN")),
+                    reason="libFuzzer's own instrumentation beside the ASan "
+                           "build: the fuzz target runs in `make fuzz`")
 def test_bounded_fuzz_run():
     pytest.importorskip("atheris")
     artifacts = tempfile.mkdtemp(prefix="rt-fuzz-art-")
