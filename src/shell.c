@@ -126,28 +126,14 @@ shell_label(PyObject *obj)
     return label;
 }
 
-/* Make a class of the shell immutable, when every class in its MRO is
- * (PyType_Freeze's rule in 3.14, which does the same: set the flag and
- * invalidate the attribute cache).  Idempotent. */
+/* Make a class of the shell immutable (common.h).  Idempotent. */
 static void
 shell_freeze(PyTypeObject *tp)
 {
-    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) ||
-        (tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE)) {
-        return;
+    if ((tp->tp_flags & Py_TPFLAGS_HEAPTYPE) &&
+        !(tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE)) {
+        sp_freeze_type(tp);
     }
-    PyObject *mro = tp->tp_mro; /* borrowed */
-    if (mro == NULL || !PyTuple_Check(mro)) {
-        return;
-    }
-    for (Py_ssize_t i = 1; i < PyTuple_GET_SIZE(mro); i++) {
-        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        if (!(base->tp_flags & Py_TPFLAGS_IMMUTABLETYPE)) {
-            return;
-        }
-    }
-    tp->tp_flags |= Py_TPFLAGS_IMMUTABLETYPE;
-    PyType_Modified(tp);
 }
 
 /* Pin a function's state (appended to `pins`). */
