@@ -89,6 +89,11 @@ def _allow_spec(owner: Any, spec: Any, allow_policy: Callable | None) -> None:
     if spec is ...:
         _engine.allow_register(owner, None, allow_policy)
         return
+    if callable(spec) and not isinstance(spec, type):
+        # {fn: policy}, as the published package writes
+        # allow({httpx.get: chk_url}): the owner trusted under that policy.
+        _engine.allow_register(owner, None, spec)
+        return
     if isinstance(spec, (str, tuple)):
         spec = [spec]
     for entry in spec:
@@ -116,6 +121,12 @@ def allow_imports(*modules: str) -> None:
     probes and similar harmless side effects."""
     for name in modules:
         _engine.allow_import(name)
+
+
+# The published package keeps these in a set (``allow_imports.add('pkg')``);
+# both spellings work: ``allow_imports('pkg')`` and ``.add``/``.update``.
+allow_imports.add = allow_imports
+allow_imports.update = lambda names: allow_imports(*names)
 
 
 # The policies -- AllowPolicy (the base for your own), PosAllowPolicy,

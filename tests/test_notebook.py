@@ -252,3 +252,35 @@ def test_starting_an_executor_worker_by_hand_is_refused():
             "ex = cf.ThreadPoolExecutor()\nex._adjust_thread_count()")
     with pytest.raises(PermissionError, match="start a thread"):
         run(RunPython(host_ns()), code)
+
+
+# ---- item 9: the published package's spellings ------------------------------------
+
+
+def test_allow_dict_with_a_function_key_and_a_policy(tmp_path):
+    from safepyrun import _engine, allow, disallow
+
+    def fetch(url):
+        return url.upper()
+
+    def only_example(obj, args, kwargs, data):
+        if "example.com" not in args[0]:
+            raise PermissionError("only example.com")
+    allow({fetch: only_example})
+    try:
+        assert (fetch, None, only_example) in _engine.allow_entries()
+        py = RunPython(host_ns(fetch=fetch))
+        assert run(py, "fetch('https://example.com/x')") == "HTTPS://EXAMPLE.COM/X"
+        with pytest.raises(PermissionError, match="only example.com"):
+            run(py, "fetch('https://elsewhere.org/')")
+    finally:
+        disallow(fetch, None, only_example)
+
+
+def test_allow_imports_as_a_set():
+    from safepyrun import _engine, allow_imports
+    allow_imports.add("spr_published_form_pkg")
+    allow_imports.update(["spr_published_form_pkg2"])
+    allowed = _engine.allowed_imports()
+    assert "spr_published_form_pkg" in allowed
+    assert "spr_published_form_pkg2" in allowed
