@@ -106,11 +106,17 @@ sp_export_sync_in(PyObject *g, PyObject *ns, PyObject *synced)
     for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(gone); i++) {
         PyObject *k = PyList_GET_ITEM(gone, i);
         int still = PyDict_Contains(g, k);
-        if (still < 0 || (still == 0 && PyDict_DelItem(ns, k) < 0 &&
-                          !PyErr_ExceptionMatches(PyExc_KeyError))) {
+        if (still < 0) {
             rc = -1;
         }
-        PyErr_Clear();
+        else if (still == 0 && PyDict_DelItem(ns, k) < 0) {
+            if (PyErr_ExceptionMatches(PyExc_KeyError)) {
+                PyErr_Clear(); /* the cell deleted it too */
+            }
+            else {
+                rc = -1;
+            }
+        }
     }
     Py_XDECREF(items);
     Py_XDECREF(gone);

@@ -231,6 +231,33 @@ sp_gate_is_cell_code(PyCodeObject *code)
     return gate_find(code) != NULL;
 }
 
+sp_method_kind
+sp_gate_method_kind(PyTypeObject *tp, const char *name)
+{
+    PyObject *mro = tp->tp_mro; /* borrowed */
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        PyObject *dict = sp_type_dict(base);
+        PyObject *fn = NULL; /* owned */
+        int found = dict == NULL ? -1 : sp_dict_get_ref_str(dict, name, &fn);
+        Py_XDECREF(dict);
+        if (found == 0) {
+            continue;
+        }
+        sp_method_kind kind =
+            found < 0 ? SP_METHOD_UNKNOWN
+            : PyFunction_Check(fn)
+                ? (sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(fn))
+                       ? SP_METHOD_CELL : SP_METHOD_HOST)
+            : (base->tp_flags & Py_TPFLAGS_HEAPTYPE) ? SP_METHOD_OTHER
+                                                     : SP_METHOD_HOST;
+        PyErr_Clear();
+        Py_XDECREF(fn);
+        return kind;
+    }
+    return SP_METHOD_HOST;
+}
+
 /* ---- the frame walk ------------------------------------------------------------ */
 
 void

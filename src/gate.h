@@ -39,6 +39,19 @@ int sp_gate_refuse_inside(const char *what);
  * identity only: one hash probe, no Python-level work, no exception. */
 int sp_gate_is_cell_code(PyCodeObject *code);
 
+/* What a class would run for its attribute `name`, found along the MRO by
+ * reading the class dictionaries (running nothing): */
+typedef enum {
+    SP_METHOD_HOST = 0,  /* absent, a host function, or a C type's slot */
+    SP_METHOD_CELL,      /* a function whose code is cell code */
+    SP_METHOD_OTHER,     /* another callable stored in a Python class (a
+                            functools.partial, a bound native): it may answer
+                            differently on each call */
+    SP_METHOD_UNKNOWN,   /* the dictionaries could not be read */
+} sp_method_kind;
+
+sp_method_kind sp_gate_method_kind(PyTypeObject *tp, const char *name);
+
 /* Record `code` and every code object nested in its constants as cell
  * code of `run`: they stay gated under its policy when they run later,
  * outside any run.  A code object already recorded keeps its first run.

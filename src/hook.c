@@ -49,35 +49,11 @@ static struct sp_hook_state *const hook_global = &sp_state.hook;
 
 /* ---- refusal messages ---------------------------------------------- */
 
-/* Whether the `__repr__` that repr(obj) would run is a cell's function:
- * the message must not run cell code inside the hook.  Reads the class
- * dictionaries along the MRO, running nothing. */
-static int
-hook_repr_is_cell(PyTypeObject *tp)
-{
-    PyObject *mro = tp->tp_mro; /* borrowed */
-    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
-        PyObject *dict = sp_type_dict((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
-        PyObject *fn = NULL; /* owned */
-        int found = dict == NULL ? -1 : sp_dict_get_ref_str(dict, "__repr__", &fn);
-        Py_XDECREF(dict);
-        if (found != 0) {
-            int cell = found < 0 ||
-                (PyFunction_Check(fn) &&
-                 sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(fn)));
-            PyErr_Clear();
-            Py_XDECREF(fn);
-            return cell;
-        }
-    }
-    return 0;
-}
-
 /* repr(obj) for a refusal message, without running cell code: builtin
  * types and str/bytes subclasses as their plain value (bytes decoded, as
  * os.system's command and fsencoded paths read better so), lists and
- * tuples item by item, other objects by their class's repr unless that is
- * a cell's, else "<Type object>".  New reference or NULL. */
+ * tuples item by item, other objects by their class's repr when that is
+ * the host's (gate.h), else "<Type object>".  New reference or NULL. */
 static PyObject *
 hook_safe_repr(PyObject *obj, int depth)
 {
@@ -123,7 +99,7 @@ hook_safe_repr(PyObject *obj, int depth)
         return res;
     }
     if (!(Py_TYPE(obj)->tp_flags & Py_TPFLAGS_HEAPTYPE) ||
-        !hook_repr_is_cell(Py_TYPE(obj))) {
+        sp_gate_method_kind(Py_TYPE(obj), "__repr__") == SP_METHOD_HOST) {
         PyObject *r = PyObject_Repr(obj);
         if (r != NULL) {
             return r;

@@ -621,33 +621,6 @@ error:
 
 /* ---- stable path objects ---------------------------------------------------- */
 
-/* Whether the method `name` that a conversion of an instance of `tp`
- * would run may answer differently each time: it is a cell's function, or
- * a callable of another kind stored in a Python class (a functools.partial
- * over an iterator).  Reads the class dictionaries, running nothing. */
-static int
-paths_method_unstable(PyTypeObject *tp, const char *name)
-{
-    PyObject *mro = tp->tp_mro; /* borrowed */
-    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
-        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        PyObject *dict = sp_type_dict(base);
-        PyObject *fn = NULL; /* owned */
-        int found = dict == NULL ? -1 : sp_dict_get_ref_str(dict, name, &fn);
-        Py_XDECREF(dict);
-        if (found != 0) {
-            int unstable = found < 0 ||
-                (PyFunction_Check(fn)
-                     ? sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(fn))
-                     : (base->tp_flags & Py_TPFLAGS_HEAPTYPE) != 0);
-            PyErr_Clear();
-            Py_XDECREF(fn);
-            return unstable;
-        }
-    }
-    return 0;
-}
-
 int
 sp_paths_stable(PyObject *path)
 {
@@ -665,8 +638,8 @@ sp_paths_stable(PyObject *path)
     /* A host's path class converts with the host's code; a class of the
      * sandbox's own, or one overriding how a path turns into text, does
      * not. */
-    return !paths_method_unstable(tp, "__fspath__") &&
-           !paths_method_unstable(tp, "__str__");
+    return sp_gate_method_kind(tp, "__fspath__") == SP_METHOD_HOST &&
+           sp_gate_method_kind(tp, "__str__") == SP_METHOD_HOST;
 }
 
 PyObject *
@@ -714,4 +687,19 @@ sp_paths_is_dir(PyObject *path, int dir_fd)
         : fstatat(dir_fd >= 0 ? dir_fd : AT_FDCWD, PyBytes_AS_STRING(bytes), &sb, 0);
     Py_XDECREF(bytes);
     return rc == 0 && S_ISDIR(sb.st_mode);
+}
+
+PyObject *
+sp_paths_text(PyObject *path)
+{
+    PyObject *fs = PyOS_FSPath(path);
+    if (fs == NULL) {
+        return NULL;
+    }
+    PyObject *text = PyBytes_Check(fs)
+        ? PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(fs),
+                                           PyBytes_GET_SIZE(fs))
+        : PyUnicode_FromObject(fs); /* a str subclass's methods never run */
+    Py_DECREF(fs);
+    return text;
 }

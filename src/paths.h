@@ -45,6 +45,11 @@ PyObject *sp_paths_resolve(PyObject *path, int dir_fd, int follow);
 int sp_paths_check_write(PyObject *path, int dir_fd, int flags,
                          PyObject *dests, PyObject **resolved);
 
+/* os.fspath(path) as an exact str (bytes decoded with the file system
+ * encoding; a str subclass copied).  Asks the object once.  New reference
+ * or NULL. */
+PyObject *sp_paths_text(PyObject *path);
+
 /* `s` (a str) with a leading "~" or "~user" expanded as os.path.expanduser
  * does; other strings unchanged.  New reference or NULL. */
 PyObject *sp_paths_expand_user(PyObject *s);

@@ -69,7 +69,7 @@ sp_policy_chk_dest(PyObject *path, PyObject *given)
 {
     /* owned */
     PyObject *from_data = NULL, *dests = NULL, *resolved = NULL;
-    PyObject *list = NULL, *fs = NULL, *text = NULL, *expanded = NULL;
+    PyObject *list = NULL, *text = NULL, *expanded = NULL;
     int rc = -1;
     if (policy_is_data_mapping(given)) {
         if (PyDict_Check(given)) {
@@ -109,11 +109,7 @@ sp_policy_chk_dest(PyObject *path, PyObject *given)
                          "write; pass a str or pathlib.Path", SP_TYPE_NAME(path));
             goto done;
         }
-        fs = PyOS_FSPath(path);
-        text = fs == NULL ? NULL
-             : PyBytes_Check(fs) ? PyUnicode_DecodeFSDefaultAndSize(
-                                       PyBytes_AS_STRING(fs), PyBytes_GET_SIZE(fs))
-                                 : PyUnicode_FromObject(fs);
+        text = sp_paths_text(path);
         expanded = text == NULL ? NULL : sp_paths_expand_user(text);
         if (expanded == NULL) {
             goto done;
@@ -143,7 +139,6 @@ done:
     Py_XDECREF(dests);
     Py_XDECREF(resolved);
     Py_XDECREF(list);
-    Py_XDECREF(fs);
     Py_XDECREF(text);
     Py_XDECREF(expanded);
     return rc;

@@ -34,6 +34,7 @@
 #include "sqlite.h"
 
 #include "gate.h"
+#include "paths.h"
 #include "state.h"
 
 #include <string.h>
@@ -174,14 +175,8 @@ sqlite_uri_target(const char *s, Py_ssize_t n, PyObject *out)
 PyObject *
 sp_sqlite_write_targets(PyObject *database, sp_sqlite_naming naming)
 {
-    PyObject *fs = NULL, *name = NULL, *out = NULL; /* owned */
-    fs = PyOS_FSPath(database);
-    if (fs == NULL) {
-        return NULL;
-    }
-    name = PyBytes_Check(fs)
-        ? PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(fs), PyBytes_GET_SIZE(fs))
-        : PyUnicode_FromObject(fs); /* a str subclass's methods never run */
+    PyObject *name = NULL, *out = NULL; /* owned */
+    name = sp_paths_text(database);
     out = name == NULL ? NULL : PyList_New(0);
     if (out == NULL) {
         goto error;
@@ -198,11 +193,9 @@ sp_sqlite_write_targets(PyObject *database, sp_sqlite_naming naming)
     if (naming != SP_SQLITE_PLAIN && is_uri && sqlite_uri_target(s, n, out) < 0) {
         goto error;
     }
-    Py_DECREF(fs);
     Py_DECREF(name);
     return out;
 error:
-    Py_XDECREF(fs);
     Py_XDECREF(name);
     Py_XDECREF(out);
     return NULL;

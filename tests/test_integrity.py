@@ -711,3 +711,20 @@ def test_chk_dest_odd_paths(path, tmp_path):
     from safepyrun import chk_dest
     with pytest.raises(PermissionError, match="not allowed"):
         chk_dest(path, [str(tmp_path / "ok")])
+
+
+def test_refusal_does_not_run_a_native_repr_stored_in_a_cell_class(py):
+    code = """
+import functools, sys
+calls = []
+class Evil:
+    __repr__ = functools.partial(calls.append, 'ran')
+try:
+    sys.audit('x.y', Evil())
+except PermissionError as e:
+    msg = str(e)
+(msg, calls)
+"""
+    msg, calls = run(py, code)
+    assert calls == []
+    assert "<Evil object>" in msg
