@@ -24,13 +24,14 @@ from typing import Any
 
 from . import _engine
 from ._engine import (AllowPolicy, CallInfo, DenyInfo, OpenWritePolicy,
-                      PathWritePolicy, PosAllowPolicy, chk_dest, in_run,
+                      PathWritePolicy, PosAllowPolicy, RawDenyInfo, chk_dest,
+                      in_run,
                       set_data, should_export, srcfn, track_call)
 
 __all__ = ["RunPython", "allow", "allow_imports", "AllowPolicy",
            "PosAllowPolicy", "PathWritePolicy", "OpenWritePolicy", "chk_dest",
            "set_data", "track_call", "find_var", "should_export", "srcfn",
-           "default_ok_dests", "DenyInfo", "CallInfo", "UNSET"]
+           "default_ok_dests", "DenyInfo", "CallInfo", "RawDenyInfo", "UNSET"]
 
 
 class _Unset:

@@ -48,17 +48,30 @@ class Runner:
     def yolo(self) -> bool: ...
 
 class CallInfo(NamedTuple):
+    fn: Callable[..., Any] | None
+    args: list[Any]
+    kwargs: dict[str, Any]
     module: str | None
     qualname: str
     name: str
-    args: list[Any]
-    kwargs: dict[str, Any]
+    frame: Any
+    source: str
+
+class RawDenyInfo(NamedTuple):
+    args: tuple[Any, ...]
+    frame: Any
+    msg: str
+    calls: list[CallInfo]
 
 class DenyInfo(NamedTuple):
     event: str
-    args: tuple[Any, ...]
+    args: list[Any]
+    kwargs: dict[str, Any]
     data: Mapping[str, Any]
     calls: list[CallInfo]
+    call: CallInfo | None
+    raw: RawDenyInfo
+    def find(self, name: str) -> CallInfo | None: ...
 
 class Tracked:
     """A function wrapped by track_call."""

@@ -18,6 +18,7 @@
 #include "gate.h"
 #include "guards.h"
 #include "hook.h"
+#include "libcache.h"
 #include "monitor.h"
 #include "paths.h"
 #include "policy.h"
@@ -238,7 +239,7 @@ static int
 engine_exec(PyObject *module)
 {
     if (sp_rules_init() < 0 || sp_context_init(module) < 0 ||
-        sp_gate_init(module) < 0 ||
+        sp_gate_init(module) < 0 || sp_libcache_init(module) < 0 ||
         sp_registry_init(module) < 0 || sp_trust_init(module) < 0 ||
         sp_monitor_init(module) < 0 || sp_hook_init(module) < 0 ||
         sp_threads_init(module) < 0 ||

@@ -98,6 +98,7 @@ typedef struct {
         PyObject *default_dests;  /* normalised default ok_dests (tuple/None) */
         PyTypeObject *deny_info;  /* struct sequence DenyInfo */
         PyTypeObject *call_info;  /* struct sequence CallInfo */
+        PyTypeObject *raw_deny_info; /* struct sequence RawDenyInfo */
         PyTypeObject *tracked;    /* track_call wrapper type */
         PyTypeObject *tracked_aw; /* its awaitable */
         PyObject *module_name;    /* interned "<module>" */
@@ -136,6 +137,10 @@ typedef struct {
         PyObject *asyncio_executors; /* {id: weakref}: asyncio's own */
         PyObject *frozen_types;     /* the classes made immutable */
         PyObject *start_thread;     /* 3.11: the real _thread.start_new_thread */
+        PyObject *bootstrap;        /* threading.Thread._bootstrap, as at the
+                                       first run */
+        PyObject *adopted;          /* {id(thread): (weakref, run)}: threads a
+                                       library's import started in a run */
     } threads;
 
     /* compile.c: builtins.compile, the _ast types, linecache. */
@@ -149,6 +154,13 @@ typedef struct {
         PyObject *result_name; /* interned name of a cell's last value */
         unsigned long srcfn_counter;
     } compile;
+
+    /* libcache.c: a library's first-import cache writes. */
+    struct sp_libcache_state {
+        PyObject *compile;  /* builtins.compile, as at import */
+        PyObject *verified; /* set of module codes equal to their file's */
+        PyObject *created;  /* list of str: temp directories imports made */
+    } libcache;
 
     /* cell.c: the Cell type and the asyncio functions it calls. */
     struct sp_cell_state {
