@@ -289,7 +289,7 @@ def test_allow_imports_as_a_set():
 # ---- item 9: the published DenyInfo, and names never exported -------------------
 
 
-def save_report(path, text, *, mode="w"):
+def write_report(path, text, *, mode="w"):
     with open(path, mode) as f:
         f.write(text)
 
@@ -302,13 +302,13 @@ def test_deny_info_has_the_published_shape(tmp_path):
 
     def pre_deny(info):
         seen.append(info)
-        call = info.find("save_report")
+        call = info.find("write_report")
         return call is not None and call.args[0].endswith(".md")
 
     target = tmp_path / "r.md"
-    py = RunPython(host_ns(save_report=save_report), ok_dests=[],
+    py = RunPython(host_ns(write_report=write_report), ok_dests=[],
                    pre_deny=pre_deny)
-    run(py, f"save_report({str(target)!r}, '# hi')")
+    run(py, f"write_report({str(target)!r}, '# hi')")
     assert target.read_text() == "# hi"
     info = seen[0]
     assert type(info) is DenyInfo and type(info.raw) is RawDenyInfo
@@ -317,16 +317,16 @@ def test_deny_info_has_the_published_shape(tmp_path):
     assert info.raw.msg == "open a file for writing"
     assert info.raw.frame is not None and info.raw.calls == []
     assert type(info.call) is CallInfo
-    assert info.call.qualname == "save_report"
-    assert info.call.name == f"{__name__}.save_report"
-    assert info.find(f"{__name__}.save_report") is info.call
+    assert info.call.qualname == "write_report"
+    assert info.call.name == f"{__name__}.write_report"
+    assert info.find(f"{__name__}.write_report") is info.call
     assert info.args == [str(target), "# hi"] and info.kwargs == {"mode": "w"}
     assert info.call.frame is info.raw.frame and info.call.fn is None
     assert info.find("nothing") is None
     # a .txt target is refused by the same hook, and nothing is written
     other = tmp_path / "r.txt"
     with pytest.raises(PermissionError):
-        run(py, f"save_report({str(other)!r}, 'x')")
+        run(py, f"write_report({str(other)!r}, 'x')")
     assert not other.exists()
 
 
