@@ -84,6 +84,7 @@
 #include "environ.h"
 #include "foreign.h"
 #include "gate.h"
+#include "memcap.h"
 #include "state.h"
 #include "trust.h"
 
@@ -904,6 +905,9 @@ guards_exec_module(int g, PyObject *const *args, size_t nargsf,
         Py_DECREF(res);
         return NULL;
     }
+    /* numpy's core imported inside a capped cell: its data allocator is
+     * counted from now on, not from the cell's next step. */
+    sp_memcap_module_ready(mod);
     Py_DECREF(mod);
     return res;
 }
