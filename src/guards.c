@@ -150,6 +150,7 @@ enum {
     G_FH_STACK,
     G_FH_READ_NULL,
     G_SETRECURSIONLIMIT,
+    G_TRACEMALLOC_STOP,
     G_COUNT
 };
 
@@ -217,6 +218,7 @@ static const guards_place guards_places[G_COUNT] = {
     [G_FH_STACK] = {"faulthandler", NULL, "_stack_overflow"},
     [G_FH_READ_NULL] = {"faulthandler", NULL, "_read_null"},
     [G_SETRECURSIONLIMIT] = {"sys", NULL, "setrecursionlimit"},
+    [G_TRACEMALLOC_STOP] = {"_tracemalloc", NULL, "stop"},
 };
 
 /* The modules guarded, with whether sp_guards_init imports them (cheap or
@@ -234,6 +236,7 @@ static const struct {
     {"_tkinter", 0, 0},       {"asyncio.events", 0, 1},
     {"concurrent.futures.thread", 0, 1},
     {"faulthandler", 1, 0},   {"sys", 1, 0},
+    {"_tracemalloc", 0, 0},
 };
 #define GUARDS_NMODULES (sizeof(guards_modules) / sizeof(guards_modules[0]))
 
@@ -699,8 +702,10 @@ guards_asyncio_internal(PyObject *cb)
                PyObject_TypeCheck(self, (PyTypeObject *)guards->future_type);
     }
     PyTypeObject *tp = Py_TYPE(cb);
+    /* A static type on 3.11, a heap type named with its module from 3.12. */
     return !(tp->tp_flags & Py_TPFLAGS_BASETYPE) &&
-           strcmp(tp->tp_name, "TaskStepMethWrapper") == 0;
+           (strcmp(tp->tp_name, "TaskStepMethWrapper") == 0 ||
+            strcmp(tp->tp_name, "_asyncio.TaskStepMethWrapper") == 0);
 }
 
 /* Whether cell code: a function (or a method of one) compiled from a
@@ -742,6 +747,40 @@ guards_cell_frame_near(void)
     return PyErr_Occurred() ? -1 : found;
 }
 
+/* A task step or wakeup headed for a context that holds a run with a
+ * memory cap (a task the cell spawned): the callback is charged to the
+ * cap while it runs.  Only reached while a capped run is alive. */
+static PyObject *
+guards_handle_memcap(PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                     Py_ssize_t slot)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *ctx = guards_arg(args, guards_slot(args, nargs, kwnames, 4, "context"));
+    PyObject *run = NULL; /* owned */
+    if (PyContext_CheckExact(ctx)) {
+        run = PyObject_GetItem(ctx, guards->run_var);
+        if (run == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                return NULL;
+            }
+            PyErr_Clear();
+        }
+    }
+    if (run == NULL || !Py_IS_TYPE(run, sp_state.context.run_type) ||
+        !sp_memcap_counting(((SpRun *)run)->mem)) {
+        Py_XDECREF(run);
+        return guards_call(G_HANDLE_INIT, args, nargsf, kwnames, -1, NULL);
+    }
+    PyObject *bound = sp_boundcall_memcap_new((SpRun *)run, args[slot]);
+    Py_DECREF(run);
+    if (bound == NULL) {
+        return NULL;
+    }
+    PyObject *res = guards_call(G_HANDLE_INIT, args, nargsf, kwnames, slot, bound);
+    Py_DECREF(bound);
+    return res;
+}
+
 /* asyncio.events.Handle.__init__(self, callback, args, loop, context=None)
  * (TimerHandle's calls it; so do call_soon, call_later, call_at and
  * call_soon_threadsafe).  The callback is bound when a run governs its
@@ -760,6 +799,9 @@ guards_handle_init(PyObject *unused, PyObject *const *args, size_t nargsf,
     PyObject *bound = NULL, *res = NULL; /* owned */
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t slot = guards_slot(args, nargs, kwnames, 1, "callback");
+    if (slot >= 0 && sp_memcap_any_live() && guards_asyncio_internal(args[slot])) {
+        return guards_handle_memcap(args, nargsf, kwnames, slot);
+    }
     if (slot < 0 || guards_asyncio_internal(args[slot]) ||
         guards_cell_function(args[slot]) || !PyCallable_Check(args[slot])) {
         return guards_call(G_HANDLE_INIT, args, nargsf, kwnames, -1, NULL);
@@ -1097,6 +1139,21 @@ guards_setrecursionlimit(PyObject *unused, PyObject *const *args,
     return guards_call(G_SETRECURSIONLIMIT, args, nargsf, kwnames, -1, NULL);
 }
 
+/* tracemalloc.stop() puts back the allocators it found when it started;
+ * if the memory cap's hooks came after that, they would be gone, and a
+ * cell could stop tracemalloc and then allocate uncounted.  The hooks are
+ * put back at once (memcap.c). */
+static PyObject *
+guards_tracemalloc_stop(PyObject *unused, PyObject *const *args,
+                        size_t nargsf, PyObject *kwnames)
+{
+    (void)unused;
+    PyObject *res = guards_call(G_TRACEMALLOC_STOP, args, nargsf, kwnames, -1,
+                                NULL);
+    sp_memcap_rehook();
+    return res;
+}
+
 /* ---- the method table ------------------------------------------------------ */
 
 #define GUARDS_DEF(name, fn, doc)                                            \
@@ -1192,6 +1249,8 @@ static PyMethodDef guards_defs[G_COUNT] = {
     [G_SETRECURSIONLIMIT] = GUARDS_DEF("setrecursionlimit",
                                        guards_setrecursionlimit,
                                        "Set the recursion limit."),
+    [G_TRACEMALLOC_STOP] = GUARDS_DEF("stop", guards_tracemalloc_stop,
+                                      "Stop tracing memory allocations."),
 };
 #undef GUARDS_DEF
 

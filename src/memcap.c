@@ -444,6 +444,14 @@ sp_memcap_install(void)
     return 0;
 }
 
+void
+sp_memcap_rehook(void)
+{
+    if (memcap->installed && !memcap_hooked()) {
+        memcap_hook();
+    }
+}
+
 /* ---- numpy's data allocator (NEP 49) -------------------------------------- */
 
 /* numpy's layout (numpy/ndarraytypes.h, stable since 1.22). */
@@ -775,7 +783,20 @@ sp_memcap_new(size_t cap)
         return NULL;
     }
     acct->cap = cap;
+    memcap->accounts_live++;
     return acct;
+}
+
+int
+sp_memcap_any_live(void)
+{
+    return memcap->accounts_live != 0;
+}
+
+int
+sp_memcap_counting(const sp_memcap_account *acct)
+{
+    return acct != NULL && !acct->ended;
 }
 
 void
@@ -784,6 +805,7 @@ sp_memcap_end(sp_memcap_account *acct)
     if (acct == NULL || acct->ended) {
         return;
     }
+    memcap->accounts_live--;
     pthread_mutex_lock(&memcap_mutex);
     acct->ended = 1;
     if (memcap->live > 0) {

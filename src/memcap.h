@@ -28,6 +28,10 @@ typedef struct {
  * 0 ok, -1 error. */
 int sp_memcap_install(void);
 
+/* If the hooks were installed and something since put an older allocator
+ * back (tracemalloc.stop()), wrap it again.  GIL held. */
+void sp_memcap_rehook(void);
+
 /* New account with cap `cap` bytes (> 0), or NULL with MemoryError.  Not a
  * Python object: owned by the SpRun that holds it (sp_memcap_release). */
 sp_memcap_account *sp_memcap_new(size_t cap);
@@ -50,6 +54,13 @@ void sp_memcap_step_leave(sp_memcap_step *step);
  * core and a capped step runs on this thread, numpy's allocator is wrapped
  * at once, so `import numpy` inside a cell does not escape the count. */
 void sp_memcap_module_ready(PyObject *module);
+
+/* Whether any capped run is alive and not over (a branch for the event
+ * loop's hot path).  GIL held. */
+int sp_memcap_any_live(void);
+
+/* Whether `acct` still counts (its run is not over). */
+int sp_memcap_counting(const sp_memcap_account *acct);
 
 /* The cap, the bytes counted at the high-water mark, and whether an
  * allocation was refused. */

@@ -233,6 +233,7 @@ typedef struct {
      * memory, guarded by memcap.c's mutex) and numpy's API, once found. */
     struct sp_memcap_state {
         int installed;            /* the hooks were installed */
+        size_t accounts_live;     /* accounts not yet ended */
         sp_memcap_slot *slots;    /* `size` slots, or NULL */
         size_t size;              /* a power of two, or 0 */
         size_t live;              /* entries holding a block */
