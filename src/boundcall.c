@@ -73,7 +73,12 @@ bound_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
     if (token == NULL) {
         return NULL;
     }
+    /* Work a capped cell handed to an executor thread (asyncio.to_thread)
+     * counts against its cap while the run lasts. */
+    sp_memcap_step step;
+    sp_memcap_step_enter(b->run->mem, &step);
     PyObject *res = PyObject_Call(b->fn, args, kwargs);
+    sp_memcap_step_leave(&step);
     if (sp_context_leave(token) < 0) {
         Py_CLEAR(res);
     }

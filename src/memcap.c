@@ -388,8 +388,12 @@ memcap_arena_free(void *ctx, void *ptr, size_t size)
     memcap_arena_prev.free(memcap_arena_prev.ctx, ptr, size);
 }
 
-/* Whether our hooks are the ones installed (tracemalloc.stop() puts back
- * what it found when it started, which may predate them). */
+/* Whether our hooks are the outermost ones.  Only meaningful right after
+ * tracemalloc.stop(), which puts back what it found when it started: ours
+ * (tracing started after them: nothing to do), or an older allocator (our
+ * hooks are gone and must wrap it again).  Anywhere else, another hook
+ * wrapping ours (tracemalloc started later) is not a reason to wrap again:
+ * that would put ours in the chain twice, below and above it. */
 static int
 memcap_hooked(void)
 {
@@ -850,9 +854,6 @@ sp_memcap_step_enter(sp_memcap_account *acct, sp_memcap_step *step)
     step->entered = acct != NULL && !acct->ended;
     if (!step->entered) {
         return;
-    }
-    if (!memcap_hooked()) {
-        memcap_hook(); /* tracemalloc.stop() put back an older allocator */
     }
     memcap_active = NULL;
     step->np_handler = memcap_np_enter();
