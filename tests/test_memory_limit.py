@@ -450,3 +450,40 @@ def test_cell_stopping_tracemalloc_started_by_the_host_first():
             print(e)
     """)
     assert out.splitlines() == [CAP_MSG]
+
+
+# ---- the command line -----------------------------------------------------------
+
+def cli(*args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "safepyrun.cli", *args],
+                          input=stdin, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_max_memory_stops_the_script():
+    out = cli("--max-memory", "100M", "-",
+              stdin="x = bytearray(300 * 2**20)\n")
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert out.stderr.splitlines()[-1] == f"MemoryError: {CAP_MSG}"
+
+
+def test_cli_max_memory_lets_the_script_run_under_it():
+    out = cli("--max-memory", "2G", "-", stdin="len(bytearray(10**6))\n")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "1000000\n", "")
+
+
+@pytest.mark.parametrize("text,size", [
+    ("1000000", 1000000), ("512M", 512 * MiB), ("2G", 2 << 30),
+    ("1.5GiB", 3 << 29), ("64k", 64 << 10), ("10MB", 10 * MiB),
+    ("1T", 1 << 40)])
+def test_cli_size_suffixes(text, size):
+    from safepyrun.cli import parse_size
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "12Q", "-5M", "0", "M", "1e9"])
+def test_cli_rejects_bad_sizes(text):
+    out = cli("--max-memory", text, "-", stdin="1\n")
+    assert out.returncode == 2
+    assert "argument --max-memory:" in out.stderr
