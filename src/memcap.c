@@ -87,6 +87,28 @@ static struct sp_memcap_state *const memcap = &sp_state.memcap;
 
 /* Entries in the table: read without the mutex by the free fast path. */
 static atomic_size_t memcap_tracked;
+
+/* A filter in front of the table, read without the mutex: bit h(ptr) is
+ * set for every counted block (and stays set until the table empties), so
+ * the free of a block the run never counted -- nearly every small object
+ * -- costs one relaxed load instead of the mutex and a probe. */
+#define MEMCAP_FILTER_BITS 20
+static _Atomic uint64_t memcap_filter[(1u << MEMCAP_FILTER_BITS) / 64];
+
+static inline size_t
+memcap_filter_bit(uintptr_t key)
+{
+    return (size_t)(((uint64_t)key >> 4) * 0x9E3779B97F4A7C15ull >>
+                    (64 - MEMCAP_FILTER_BITS));
+}
+
+static inline int
+memcap_filter_has(uintptr_t key)
+{
+    size_t b = memcap_filter_bit(key);
+    return (atomic_load_explicit(&memcap_filter[b / 64],
+                                 memory_order_relaxed) >> (b % 64)) & 1;
+}
 static pthread_mutex_t memcap_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- the table: pointer -> (size, account) ------------------------------ */
@@ -180,6 +202,9 @@ memcap_insert(uintptr_t key, size_t size, sp_memcap_account *acct)
         memcap->filled++;
     }
     memcap->slots[i] = (sp_memcap_slot){key, size, acct};
+    size_t b = memcap_filter_bit(key);
+    atomic_fetch_or_explicit(&memcap_filter[b / 64], (uint64_t)1 << (b % 64),
+                             memory_order_relaxed);
     memcap->live++;
     atomic_store(&memcap_tracked, memcap->live);
     return 0;
@@ -198,12 +223,20 @@ memcap_remove(Py_ssize_t i)
     atomic_store(&memcap_tracked, memcap->live);
 }
 
+/* Whether `ptr` may be a counted block (no false negatives). */
+static inline int
+memcap_maybe_counted(void *ptr)
+{
+    return ptr != NULL &&
+           atomic_load_explicit(&memcap_tracked, memory_order_relaxed) != 0 &&
+           memcap_filter_has((uintptr_t)ptr);
+}
+
 /* A block is being freed (or moved by realloc): credit it if counted. */
 static void
 memcap_forget(void *ptr)
 {
-    if (ptr == NULL || atomic_load_explicit(&memcap_tracked,
-                                            memory_order_relaxed) == 0) {
+    if (!memcap_maybe_counted(ptr)) {
         return;
     }
     pthread_mutex_lock(&memcap_mutex);
@@ -320,8 +353,7 @@ memcap_realloc(void *ctx, void *ptr, size_t size)
         return d->prev.realloc(d->prev.ctx, ptr, size);
     }
     sp_memcap_account *acct = memcap_charged(size, d->small);
-    if (acct == NULL && (ptr == NULL || atomic_load_explicit(
-                             &memcap_tracked, memory_order_relaxed) == 0)) {
+    if (acct == NULL && !memcap_maybe_counted(ptr)) {
         return d->prev.realloc(d->prev.ctx, ptr, size);
     }
     pthread_mutex_lock(&memcap_mutex);
@@ -538,8 +570,7 @@ memcap_np_realloc(void *ctx, void *ptr, size_t size)
 {
     memcap_np_allocator *prev = &((memcap_np_wrap *)ctx)->prev->allocator;
     sp_memcap_account *acct = memcap_charged(size, 0);
-    if (acct == NULL && (ptr == NULL || atomic_load_explicit(
-                             &memcap_tracked, memory_order_relaxed) == 0)) {
+    if (acct == NULL && !memcap_maybe_counted(ptr)) {
         return prev->realloc(prev->ctx, ptr, size);
     }
     pthread_mutex_lock(&memcap_mutex);
@@ -828,10 +859,14 @@ sp_memcap_end(sp_memcap_account *acct)
             }
         }
     }
-    else if (memcap->filled > 0) {
-        /* Only tombstones left: start clean. */
+    if (memcap->live == 0 && memcap->filled > 0) {
+        /* Nothing counted any more: start clean, filter included. */
         memset(memcap->slots, 0, memcap->size * sizeof(*memcap->slots));
         memcap->filled = 0;
+        for (size_t i = 0; i < sizeof(memcap_filter) / sizeof(memcap_filter[0]);
+             i++) {
+            atomic_store_explicit(&memcap_filter[i], 0, memory_order_relaxed);
+        }
     }
     acct->used = 0;
     pthread_mutex_unlock(&memcap_mutex);
