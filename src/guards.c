@@ -702,10 +702,8 @@ guards_asyncio_internal(PyObject *cb)
                PyObject_TypeCheck(self, (PyTypeObject *)guards->future_type);
     }
     PyTypeObject *tp = Py_TYPE(cb);
-    /* A static type on 3.11, a heap type named with its module from 3.12. */
     return !(tp->tp_flags & Py_TPFLAGS_BASETYPE) &&
-           (strcmp(tp->tp_name, "TaskStepMethWrapper") == 0 ||
-            strcmp(tp->tp_name, "_asyncio.TaskStepMethWrapper") == 0);
+           strcmp(tp->tp_name, "TaskStepMethWrapper") == 0;
 }
 
 /* Whether cell code: a function (or a method of one) compiled from a
@@ -747,13 +745,31 @@ guards_cell_frame_near(void)
     return PyErr_Occurred() ? -1 : found;
 }
 
+/* Whether a Handle's callback is a task's step or wakeup: a step wrapper
+ * (a static type on 3.11, a heap type named with its module from 3.12) or
+ * a builtin method of a future. */
+static int
+guards_task_plumbing(PyObject *cb)
+{
+    PyTypeObject *tp = Py_TYPE(cb);
+    return guards_asyncio_internal(cb) ||
+           (!(tp->tp_flags & Py_TPFLAGS_BASETYPE) &&
+            strcmp(tp->tp_name, "_asyncio.TaskStepMethWrapper") == 0);
+}
+
 /* A task step or wakeup headed for a context that holds a run with a
  * memory cap (a task the cell spawned): the callback is charged to the
- * cap while it runs.  Only reached while a capped run is alive. */
-static PyObject *
+ * cap while it runs.  Only reached while a capped run is alive.  1 when
+ * handled (*res the result, or NULL with an exception), 0 when the Handle
+ * is none of these (the ordinary guard decides). */
+static int
 guards_handle_memcap(PyObject *const *args, size_t nargsf, PyObject *kwnames,
-                     Py_ssize_t slot)
+                     Py_ssize_t slot, PyObject **res)
 {
+    *res = NULL;
+    if (!guards_task_plumbing(args[slot])) {
+        return 0;
+    }
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *ctx = guards_arg(args, guards_slot(args, nargs, kwnames, 4, "context"));
     PyObject *run = NULL; /* owned */
@@ -761,7 +777,7 @@ guards_handle_memcap(PyObject *const *args, size_t nargsf, PyObject *kwnames,
         run = PyObject_GetItem(ctx, guards->run_var);
         if (run == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
-                return NULL;
+                return 1;
             }
             PyErr_Clear();
         }
@@ -769,16 +785,16 @@ guards_handle_memcap(PyObject *const *args, size_t nargsf, PyObject *kwnames,
     if (run == NULL || !Py_IS_TYPE(run, sp_state.context.run_type) ||
         !sp_memcap_counting(((SpRun *)run)->mem)) {
         Py_XDECREF(run);
-        return guards_call(G_HANDLE_INIT, args, nargsf, kwnames, -1, NULL);
+        return 0;
     }
     PyObject *bound = sp_boundcall_memcap_new((SpRun *)run, args[slot]);
     Py_DECREF(run);
     if (bound == NULL) {
-        return NULL;
+        return 1;
     }
-    PyObject *res = guards_call(G_HANDLE_INIT, args, nargsf, kwnames, slot, bound);
+    *res = guards_call(G_HANDLE_INIT, args, nargsf, kwnames, slot, bound);
     Py_DECREF(bound);
-    return res;
+    return 1;
 }
 
 /* asyncio.events.Handle.__init__(self, callback, args, loop, context=None)
@@ -799,8 +815,12 @@ guards_handle_init(PyObject *unused, PyObject *const *args, size_t nargsf,
     PyObject *bound = NULL, *res = NULL; /* owned */
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t slot = guards_slot(args, nargs, kwnames, 1, "callback");
-    if (slot >= 0 && sp_memcap_any_live() && guards_asyncio_internal(args[slot])) {
-        return guards_handle_memcap(args, nargsf, kwnames, slot);
+    if (slot >= 0 && sp_memcap_any_live()) {
+        PyObject *res = NULL;
+        int done = guards_handle_memcap(args, nargsf, kwnames, slot, &res);
+        if (done != 0) {
+            return res;
+        }
     }
     if (slot < 0 || guards_asyncio_internal(args[slot]) ||
         guards_cell_function(args[slot]) || !PyCallable_Check(args[slot])) {

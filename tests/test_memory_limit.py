@@ -416,7 +416,10 @@ def test_task_in_a_fresh_context_is_counted():
     py = RunPython(host_ns(), max_memory=CAP)
     cell, err = run_cell(py, "import asyncio, contextvars\n"
                              "async def hog():\n"
-                             "    return len(bytearray(300 * 2**20))\n"
+                             "    keep = []\n"
+                             "    for _ in range(10):\n"
+                             "        await asyncio.sleep(0.001)\n"
+                             "        keep.append(bytearray(30 * 2**20))\n"
                              "await asyncio.create_task(hog(), "
                              "context=contextvars.Context())")
     assert_stopped(cell, err)
