@@ -76,7 +76,8 @@ struct sp_memcap_account {
 
 /* The account charged on this thread, or NULL (the hot path's branch). */
 static MEMCAP_TLS sp_memcap_account *memcap_active;
-/* Nonzero while one of our hooks calls the allocator below it. */
+/* Nonzero while one of our hooks calls the allocator below it (always
+ * with memcap_mutex held by this thread). */
 static MEMCAP_TLS int memcap_inner;
 /* numpy's handler this thread's step replaced mid-step (module_ready),
  * to be put back by the step's leave; owned or NULL. */
@@ -232,19 +233,28 @@ memcap_maybe_counted(void *ptr)
            memcap_filter_has((uintptr_t)ptr);
 }
 
-/* A block is being freed (or moved by realloc): credit it if counted. */
+/* A block is being freed (or moved by realloc): credit it if counted.
+ * With memcap_inner set, this thread already holds the mutex: an
+ * allocator below one of our hooks is freeing (pymalloc's realloc of a
+ * small block to a large one can empty an arena and free it).  Removing
+ * an entry only marks its slot, so the hook's own slot index stays valid. */
 static void
 memcap_forget(void *ptr)
 {
     if (!memcap_maybe_counted(ptr)) {
         return;
     }
-    pthread_mutex_lock(&memcap_mutex);
+    int held = memcap_inner;
+    if (!held) {
+        pthread_mutex_lock(&memcap_mutex);
+    }
     Py_ssize_t i = memcap_find((uintptr_t)ptr);
     if (i >= 0) {
         memcap_remove(i);
     }
-    pthread_mutex_unlock(&memcap_mutex);
+    if (!held) {
+        pthread_mutex_unlock(&memcap_mutex);
+    }
 }
 
 /* May `acct` take `size` more bytes (`slack` past the cap)?  Marks the
@@ -366,8 +376,9 @@ memcap_realloc(void *ctx, void *ptr, size_t size)
         p = d->prev.realloc(d->prev.ctx, ptr, size);
         memcap_inner = 0;
         if (p != NULL) {
-            if (old >= 0) {
-                memcap_remove(old); /* the old block is gone */
+            /* The old block is gone (unless an inner free saw it go). */
+            if (old >= 0 && memcap->slots[old].key == (uintptr_t)ptr) {
+                memcap_remove(old);
             }
             if (acct != NULL) {
                 memcap_charge(acct, p, size);
@@ -583,7 +594,8 @@ memcap_np_realloc(void *ctx, void *ptr, size_t size)
         p = prev->realloc(prev->ctx, ptr, size);
         memcap_inner = 0;
         if (p != NULL) {
-            if (old >= 0) {
+            /* The old block is gone (unless an inner free saw it go). */
+            if (old >= 0 && memcap->slots[old].key == (uintptr_t)ptr) {
                 memcap_remove(old);
             }
             if (acct != NULL) {

@@ -490,3 +490,27 @@ def test_cli_rejects_bad_sizes(text):
     out = cli("--max-memory", text, "-", stdin="1\n")
     assert out.returncode == 2
     assert "argument --max-memory:" in out.stderr
+
+
+def test_realloc_that_empties_an_arena_does_not_deadlock():
+    # A small block grown past 512 bytes is moved by pymalloc, which frees
+    # the old block; when that empties its arena, the arena is freed inside
+    # the cap's counting path (which holds the cap's lock).
+    out = child("""
+        import asyncio
+        from safepyrun import RunPython
+        py = RunPython({}, max_memory=2**30)
+        code = '''
+        for k in range(100):
+            junk = [bytes(40 + (i % 2)) for i in range(60000)]
+            holder = list(range(10))
+            junk2 = [bytes(40 + (i % 2)) for i in range(60000)]
+            del junk, junk2
+            holder.extend(range(1000))
+            del holder
+        'ok'
+        '''
+        import textwrap
+        print(asyncio.run(py(textwrap.dedent(code))))
+    """)
+    assert out == "ok\n"
