@@ -5,7 +5,7 @@
 PYTHON ?= python3
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))/bench
 
-.PHONY: bench bench-quick bench-clean bench-trust bench-host-writes
+.PHONY: bench bench-quick bench-clean bench-trust bench-host-writes bench-limits
 bench:
 	$(PYTHON) $(BENCH_DIR)/run.py </dev/null
 	@$(MAKE) --no-print-directory bench-trust bench-host-writes
@@ -35,6 +35,18 @@ bench-host-writes:
 	     $$py $(BENCH_DIR)/host_writes.py $$header || exit 1; header=; \
 	   done; } >> $(BENCH_DIR)/RESULTS.md
 	@tail -4 $(BENCH_DIR)/RESULTS.md
+
+# Limits (issue 9): whichever of bench/limits_{time,output,memory}.py exist,
+# each run on every one of our venvs, appended to RESULTS.md.
+bench-limits:
+	@{ echo; echo "## Limits"; \
+	   for s in limits_time limits_output limits_memory; do \
+	     test -f $(BENCH_DIR)/$$s.py || continue; echo; header=--header; \
+	     for py in $(BENCH_DIR)/.venvs/ours-py*/bin/python; do \
+	       $$py $(BENCH_DIR)/$$s.py $$header || exit 1; header=; \
+	     done; \
+	   done; } >> $(BENCH_DIR)/RESULTS.md
+	@tail -12 $(BENCH_DIR)/RESULTS.md
 
 bench-clean:
 	rm -rf $(BENCH_DIR)/.venvs

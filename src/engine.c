@@ -221,7 +221,22 @@ engine_audit_rule(PyObject *module, PyObject *event)
     return PyUnicode_FromString(kinds[rule->kind]);
 }
 
+PyDoc_STRVAR(memory_hooks_installed_doc,
+"memory_hooks_installed() -> bool\n\n"
+"Whether the memory cap's allocator hooks are installed (they are once a\n"
+"runner or a call was given max_memory, and stay installed).");
+
+static PyObject *
+engine_memory_hooks_installed(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyBool_FromLong(sp_state.memcap.installed);
+}
+
 static PyMethodDef engine_methods[] = {
+    {"memory_hooks_installed", engine_memory_hooks_installed, METH_NOARGS,
+     memory_hooks_installed_doc},
     {"audit_rule", engine_audit_rule, METH_O, audit_rule_doc},
     {"chk_dest", (PyCFunction)(void (*)(void))engine_chk_dest, METH_FASTCALL,
      chk_dest_doc},

@@ -22,6 +22,8 @@
 /* This file's part of the engine state (state.h). */
 static struct sp_runner_state *const runner_global = &sp_state.runner;
 
+static PyObject *runner_run_capped(PyObject *self, PyObject *source,
+                                   size_t max_memory);
 static PyObject *runner_run(PyObject *self, PyObject *source);
 
 typedef struct {
@@ -33,9 +35,37 @@ typedef struct {
     PyObject *pre_deny; /* owned: callable or None */
     PyObject *ns;       /* owned: the live namespace its cells share */
     PyObject *synced;   /* owned: g as it was when ns and g were in step */
+    size_t max_memory;  /* bytes a cell may allocate; 0: no cap */
     int ban_defs;
     int yolo;
 } SpRunner;
+
+/* A memory cap as given by the host: None (no cap) or an int of bytes
+ * > 0.  0 ok (*cap 0 for None), -1 error. */
+static int
+runner_parse_cap(PyObject *obj, size_t *cap)
+{
+    *cap = 0;
+    if (obj == Py_None) {
+        return 0;
+    }
+    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "max_memory must be an int (bytes) or None, not %.200s",
+                     SP_TYPE_NAME(obj));
+        return -1;
+    }
+    if (PyObject_RichCompareBool(obj, Py_False, Py_LE) == 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "max_memory must be a positive number of bytes");
+        return -1;
+    }
+    *cap = PyLong_AsSize_t(obj);
+    if (*cap == (size_t)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
 
 static int
 runner_tp_traverse(PyObject *self, visitproc visit, void *arg)
@@ -67,14 +97,15 @@ runner_tp_clear(PyObject *self)
 }
 
 /* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None,
- *        pre_deny=None) */
+ *        pre_deny=None, *, max_memory=None) */
 static PyObject *
 runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"g", "ok_dests", "banned", "ban_defs", "yolo",
-                             "data", "pre_deny", NULL};
+                             "data", "pre_deny", "max_memory", NULL};
     PyObject *g, *ok_dests, *banned = Py_None, *data = Py_None;
-    PyObject *pre_deny = Py_None;
+    PyObject *pre_deny = Py_None, *max_memory = Py_None;
+    size_t cap = 0;
     int ban_defs = 0, yolo = 0;
     /* A runner made inside a run would carry a policy of the cell's own
      * choosing (yolo, ok_dests=None): refused, whatever the route
@@ -82,9 +113,10 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (sp_gate_refuse_inside("create a runner") < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO:Runner", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO$O:Runner", kwlist,
                                      &g, &ok_dests, &banned, &ban_defs, &yolo,
-                                     &data, &pre_deny)) {
+                                     &data, &pre_deny, &max_memory) ||
+        runner_parse_cap(max_memory, &cap) < 0) {
         return NULL;
     }
     if (pre_deny != Py_None && !PyCallable_Check(pre_deny)) {
@@ -114,6 +146,11 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->ban_defs = ban_defs;
     self->yolo = yolo;
+    self->max_memory = cap;
+    /* The allocator hooks go in now, on the host's side, not in a cell. */
+    if (cap != 0 && sp_memcap_install() < 0) {
+        goto error;
+    }
     self->ok_dests = sp_paths_normalise_dests(ok_dests);
     if (self->ok_dests == NULL) {
         goto error;
@@ -151,18 +188,24 @@ error:
     return NULL;
 }
 
-/* runner(code) is runner.run(code): RunPython, a subclass, is called
- * straight into C. */
+/* runner(code, *, max_memory=<the runner's>) is runner.run(code):
+ * RunPython, a subclass, is called straight into C.  A max_memory given
+ * here (None: no cap) replaces the runner's for this cell. */
 static PyObject *
 runner_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"code", NULL};
-    PyObject *code; /* borrowed */
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:__call__", kwlist,
-                                     &code)) {
+    static char *kwlist[] = {"code", "max_memory", NULL};
+    PyObject *code;              /* borrowed */
+    PyObject *max_memory = NULL; /* borrowed */
+    size_t cap = ((SpRunner *)self)->max_memory;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:__call__", kwlist,
+                                     &code, &max_memory)) {
         return NULL;
     }
-    return runner_run(self, code);
+    if (max_memory != NULL && runner_parse_cap(max_memory, &cap) < 0) {
+        return NULL;
+    }
+    return runner_run_capped(self, code, cap);
 }
 
 /* The host's objects a policy or the pre_deny hook decides with: their
@@ -187,6 +230,14 @@ runner_get_pre_deny(PyObject *self, void *c)
         return NULL;
     }
     return Py_NewRef(((SpRunner *)self)->pre_deny);
+}
+
+static PyObject *
+runner_get_max_memory(PyObject *self, void *c)
+{
+    (void)c;
+    size_t cap = ((SpRunner *)self)->max_memory;
+    return cap == 0 ? Py_NewRef(Py_None) : PyLong_FromSize_t(cap);
 }
 
 static PyObject *
@@ -220,6 +271,8 @@ static PyGetSetDef runner_getset[] = {
      "The host's pre_deny hook, or None (refused inside a run).", NULL},
     {"ban_defs", runner_get_ban_defs, NULL, "Whether def/class are refused.",
      NULL},
+    {"max_memory", runner_get_max_memory, NULL,
+     "Bytes a cell may allocate (int), or None for no cap.", NULL},
     {"yolo", runner_get_yolo, NULL, "True when nothing is gated.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -229,6 +282,13 @@ static PyGetSetDef runner_getset[] = {
  * at the await as any other error of the cell does. */
 static PyObject *
 runner_run(PyObject *self, PyObject *source)
+{
+    return runner_run_capped(self, source, ((SpRunner *)self)->max_memory);
+}
+
+/* runner_run with memory cap `max_memory` (0: none). */
+static PyObject *
+runner_run_capped(PyObject *self, PyObject *source, size_t max_memory)
 {
     SpRunner *r = (SpRunner *)self;
     /* The run's data: set_data() defaults, then RunPython's keywords, then
@@ -243,6 +303,10 @@ runner_run(PyObject *self, PyObject *source)
     SpRun *run = sp_context_new_run(r->ok_dests, data, r->pre_deny, r->yolo);
     Py_DECREF(data);
     if (run == NULL) {
+        return NULL;
+    }
+    if (sp_context_set_memcap(run, max_memory) < 0) {
+        Py_DECREF(run);
         return NULL;
     }
     PyObject *cell = sp_cell_new(r->g, r->ns, r->synced, run, source,
@@ -260,7 +324,7 @@ static PyMethodDef runner_methods[] = {
 
 static PyType_Slot runner_slots[] = {
     {Py_tp_doc, "Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, "
-                "data=None)\n\nThe engine behind RunPython: a host namespace "
+                "data=None, pre_deny=None, *, max_memory=None)\n\nThe engine behind RunPython: a host namespace "
                 "and the policy its cells run under."},
     {Py_tp_new, runner_tp_new},
     {Py_tp_call, runner_tp_call},

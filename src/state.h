@@ -38,6 +38,13 @@
 #define SP_GUARDS_MAX_MODULES 16 /* guards.c: modules those live in */
 #define SP_FOREIGN_NBASES 6     /* foreign.c: the _ctypes base types */
 
+/* memcap.c: one counted block (key 0: empty, 1: removed). */
+typedef struct {
+    uintptr_t key;                   /* the block's address */
+    size_t size;                     /* bytes charged for it */
+    struct sp_memcap_account *acct;  /* borrowed: the account charged */
+} sp_memcap_slot;
+
 /* gate.c: one entry of the cell-code index. */
 typedef struct {
     PyObject *code; /* compared only (held weakly through wr), or NULL, or
@@ -233,6 +240,21 @@ typedef struct {
     struct sp_paths_state {
         PyObject *pathlib_types;   /* tuple, or NULL before the first run */
     } paths;
+
+    /* memcap.c: the allocator hooks' table of counted blocks (libc
+     * memory, guarded by memcap.c's mutex) and numpy's API, once found. */
+    struct sp_memcap_state {
+        int installed;            /* the hooks were installed */
+        size_t accounts_live;     /* accounts not yet ended */
+        sp_memcap_slot *slots;    /* `size` slots, or NULL */
+        size_t size;              /* a power of two, or 0 */
+        size_t live;              /* entries holding a block */
+        size_t filled;            /* live + removed */
+        void **np_api;            /* borrowed from np_api_capsule: numpy's
+                                     C API table, or NULL */
+        PyObject *np_api_capsule; /* numpy's _ARRAY_API capsule, or NULL */
+        PyObject *np_wraps;       /* {id(handler): our wrapping capsule} */
+    } memcap;
 
     /* runner.c: the Runner type. */
     struct sp_runner_state {
