@@ -6,8 +6,6 @@ gives it a Python face, renders the matplotlib figures the cell made (as
 host code, after the cell has ended), and writes the compact text an LLM
 reads (``str(result)``) and the JSON the command line prints.
 """
-from __future__ import annotations
-
 import io
 import os
 import sys
@@ -100,7 +98,7 @@ class RunResult:
 
     @classmethod
     def from_engine(cls, raw: dict, displays: tuple[Display, ...] = ()
-                    ) -> RunResult:
+                    ) -> "RunResult":
         """Build a result from the engine's report (a dict)."""
         error = raw["error"]
         tb = ""
