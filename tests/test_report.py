@@ -312,3 +312,41 @@ def test_host_figure_the_cell_draws_on_is_rendered_and_kept(py, plt):
 def test_no_pyplot_no_figures(py):
     r = report(py, "1")
     assert r.displays == ()
+
+
+# ---- IPython display() ----------------------------------------------------------
+
+def test_ipython_display_goes_into_the_report(py):
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+    shell = InteractiveShell.instance()
+    seen = []
+    original = shell.display_pub.publish
+    shell.display_pub.publish = lambda data, metadata=None, **kw: seen.append(data)
+    try:
+        py.g["display"] = display
+        r = report(py, "class H:\n"
+                       "    def _repr_html_(self): return '<b>hi</b>'\n"
+                       "display(H())\ndisplay('plain')\nNone")
+        assert r.ok, r.traceback
+        assert [(d.mime, d.data) for d in r.displays] == [
+            ("text/html", "<b>hi</b>"), ("text/plain", "'plain'")]
+        assert seen == []  # not published to the host's front end
+        assert "[display 1: text/html, 9 characters]" in str(r)
+        display("host")  # the host's own display() still publishes
+        assert seen == [{"text/plain": "'host'"}]
+    finally:
+        shell.display_pub.publish = original
+
+
+def test_report_display_keeps_only_plain_copies(py):
+    from safepyrun import _engine
+    assert _engine.report_display({"text/plain": "x"}) is False  # no run here
+    py.g["rd"] = _engine.report_display
+    r = report(py, "class S(str):\n    pass\n"
+                   "rd({'text/plain': S('s'), 'image/png': b'\\x89PNG', "
+                   "'other': object(), 3: 'x'})")
+    assert r.value is True
+    [d] = r.displays
+    assert d.mime == "image/png" and type(d.data) is bytes
