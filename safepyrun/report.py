@@ -14,7 +14,13 @@ import sys
 import traceback as _traceback
 from typing import Any, NamedTuple
 
+from . import _engine
+
 __all__ = ["RunResult", "RunEvent", "Display"]
+
+# The stream router stands in for the host's text streams: library code
+# that checks isinstance(sys.stdout, io.TextIOBase) keeps working.
+io.TextIOBase.register(_engine.OutputRouter)
 
 # Longest value repr shown by str(RunResult).
 _MAX_VALUE_REPR = 2000
@@ -249,7 +255,6 @@ def hook_ipython_display() -> None:
     if getattr(pub.publish, "_safepyrun_routed", False):
         return
     original = pub.publish
-    from . import _engine
 
     def publish(data, metadata=None, *args, **kwargs):
         if isinstance(data, dict) and _engine.report_display(data):
