@@ -10,7 +10,8 @@ host's sys.stdout a text file on /dev/null:
   - `run()`:          await python.run(cell): output captured in the report;
   - `run(echo=True)`: captured and shown on the host's stdout (tee);
   - `run(max_output)`: captured, cut at 1,000 characters.
-Per-line cost is (time - empty cell's time) / LINES.  Medians of ROUNDS.
+Per-line cost is (time - empty cell's time) / LINES.  Medians of ROUNDS;
+the ways alternate within each round, so a load on the machine falls on all.
 
 Run with an interpreter that has safepyrun installed:
     python bench/limits_output.py [--header]
@@ -23,18 +24,19 @@ import sys
 import time
 
 LINES = 20_000
-ROUNDS = 15
+ROUNDS = 21
 CELL = f"for i in range({LINES}):\n    print('line', i, 'of the output')\n"
 EMPTY = f"for i in range({LINES}):\n    pass\n"
 
 
-def timed(fn):
-    times = []
+def timed_all(ways, times):
+    """Time each of {name: fn} ROUNDS times, the ways alternating; the
+    samples are added to times[name]."""
     for _ in range(ROUNDS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in ways.items():
+            t0 = time.perf_counter()
+            fn()
+            times.setdefault(name, []).append(time.perf_counter() - t0)
 
 
 def main():
@@ -48,28 +50,39 @@ def main():
         loop = asyncio.new_event_loop()
         py = RunPython({}, ok_dests=[])
         cut = RunPython({}, ok_dests=[], max_output=1000)
-        rows = {}
-
         def exec_cell(code):
-            exec(compile(code, "<cell>", "exec"), {})
+            # Plain exec writes to the sink itself, router or not.
+            saved, sys.stdout = sys.stdout, sink
+            try:
+                exec(compile(code, "<cell>", "exec"), {})
+            finally:
+                sys.stdout = saved
 
-        rows["exec"] = (timed(lambda: exec_cell(CELL)),
-                        timed(lambda: exec_cell(EMPTY)))
-        rows["python()"] = (timed(lambda: loop.run_until_complete(py(CELL))),
-                            timed(lambda: loop.run_until_complete(py(EMPTY))))
+        def on_loop(make):
+            return lambda: loop.run_until_complete(make())
+
+        def ways(code, routed):
+            if not routed:  # before any report installed the router
+                return {"exec": lambda: exec_cell(code),
+                        "python()": on_loop(lambda: py(code))}
+            return {
+                "exec": lambda: exec_cell(code),
+                "python(), routed": on_loop(lambda: py(code)),
+                "run()": on_loop(lambda: py.run(code)),
+                "run(echo=True)": on_loop(lambda: py.run(code, echo=True)),
+                "run(), max_output=1000": on_loop(lambda: cut.run(code)),
+            }
+
+        full, empty = {}, {}
+        assert type(sys.stdout).__name__ != "OutputRouter"
+        timed_all(ways(CELL, False), full)
+        timed_all(ways(EMPTY, False), empty)
         loop.run_until_complete(py.run("1"))  # installs the router
         assert type(sys.stdout).__name__ == "OutputRouter"
-        rows["python(), routed"] = (
-            timed(lambda: loop.run_until_complete(py(CELL))),
-            timed(lambda: loop.run_until_complete(py(EMPTY))))
-        rows["run()"] = (timed(lambda: loop.run_until_complete(py.run(CELL))),
-                         timed(lambda: loop.run_until_complete(py.run(EMPTY))))
-        rows["run(echo=True)"] = (
-            timed(lambda: loop.run_until_complete(py.run(CELL, echo=True))),
-            timed(lambda: loop.run_until_complete(py.run(EMPTY, echo=True))))
-        rows["run(), max_output=1000"] = (
-            timed(lambda: loop.run_until_complete(cut.run(CELL))),
-            timed(lambda: loop.run_until_complete(cut.run(EMPTY))))
+        timed_all(ways(CELL, True), full)
+        timed_all(ways(EMPTY, True), empty)
+        rows = {name: (statistics.median(full[name]),
+                       statistics.median(empty[name])) for name in full}
         r = loop.run_until_complete(py.run(CELL))
         assert r.stdout.count("\n") == LINES, r
     finally:
