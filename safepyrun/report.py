@@ -6,12 +6,9 @@ gives it a Python face, renders the matplotlib figures the cell made (as
 host code, after the cell has ended), and writes the compact text an LLM
 reads (``str(result)``) and the JSON the command line prints.
 """
-import base64
-import binascii
 import io
 import os
 import sys
-import traceback as _traceback
 from typing import Any, NamedTuple
 
 from . import _engine
@@ -116,6 +113,7 @@ class RunResult:
         error = raw["error"]
         tb = ""
         if error is not None:
+            import traceback as _traceback  # only when there is one
             tb = "".join(_traceback.format_exception(
                 type(error), error, error.__traceback__))
         return cls(value=raw["value"], stdout=raw["stdout"],
@@ -229,6 +227,8 @@ def _display_of(data: dict) -> "Display | None":
         if value is None:
             continue
         if mime in ("image/png", "image/jpeg") and isinstance(value, str):
+            import base64
+            import binascii
             try:
                 value = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
