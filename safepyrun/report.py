@@ -170,8 +170,9 @@ class RunResult:
                 prefix: str = "figure") -> dict:
         """The report as JSON-ready data.  Values that JSON cannot encode
         are given as their ``repr()``; PNG figures are written into
-        ``figure_dir`` (when given) and named by path, else left out with
-        their size only."""
+        ``figure_dir`` (when given) as ``figure1.png``, ... (``figure1-2.png``
+        when the name is taken) and named by path, else left out with their
+        size only."""
         import json
 
         def encodable(v: Any) -> Any:
@@ -188,10 +189,7 @@ class RunResult:
                 item.update(width=d.width, height=d.height)
             if isinstance(d.data, bytes):
                 if figure_dir is not None:
-                    path = os.path.join(os.fspath(figure_dir), f"{prefix}{i}.png")
-                    with open(path, "wb") as f:
-                        f.write(d.data)
-                    item["path"] = path
+                    item["path"] = _write_new(figure_dir, f"{prefix}{i}", d.data)
                 item["bytes"] = len(d.data)
             else:
                 item["data"] = d.data
@@ -211,6 +209,21 @@ class RunResult:
             "peak_memory": self.peak_memory,
             "displays": displays,
         }
+
+
+def _write_new(directory: "str | os.PathLike", stem: str, data: bytes) -> str:
+    """Write ``data`` to ``directory/stem.png``, or ``stem-2.png``, ... when
+    that name is taken (an existing file is never replaced).  The path."""
+    n = 1
+    while True:
+        name = f"{stem}.png" if n == 1 else f"{stem}-{n}.png"
+        path = os.path.join(os.fspath(directory), name)
+        try:
+            with open(path, "xb") as f:
+                f.write(data)
+            return path
+        except FileExistsError:
+            n += 1
 
 
 # ---- IPython display() ---------------------------------------------------------

@@ -417,3 +417,43 @@ def test_out_of_memory_at_every_step_of_a_report_is_clean():
     outcomes = proc.stdout.split("outcomes ")[1].splitlines()[0]
     assert "SystemError" not in outcomes, outcomes
     assert "after 42 'fine\\n'" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+def only_csv(obj, args, kwargs, data):
+    if not str(args[0]).endswith(".csv"):
+        raise PermissionError("only .csv files")
+
+
+def save_csv(path):
+    with open(path, "w") as f:
+        f.write("a,b\n")
+
+
+def test_call_refused_by_its_policy_is_a_denied_call_event(tmp_path):
+    allow(save_csv, allow_policy=only_csv)
+    try:
+        py = RunPython(host_ns(save_csv=save_csv), ok_dests=[])
+        r = report(py, f"save_csv({str(tmp_path / 'x.sh')!r})")
+        assert isinstance(r.error, PermissionError)
+        assert not (tmp_path / "x.sh").exists()
+        assert [(e.name, e.args, e.verdict) for e in r.events] == [
+            ("call", ("save_csv",), "denied")]
+        r = report(py, f"save_csv({str(tmp_path / 'x.csv')!r})")
+        assert r.ok, r.traceback
+        assert [(e.name, e.verdict, e.by) for e in r.events] == [
+            ("open", "allowed", f"{__name__}.save_csv")]
+    finally:
+        disallow(save_csv, None, only_csv)
+
+
+def test_to_json_writes_figures_without_replacing_files(py, plt, tmp_path):
+    py.g["plt"] = plt
+    (tmp_path / "figure1.png").write_bytes(b"mine")
+    r = report(py, "plt.figure(figsize=(1, 1), dpi=20)\nplt.plot([1])\nNone")
+    data = r.to_json(figure_dir=tmp_path)
+    [fig] = data["displays"]
+    assert fig["path"] == str(tmp_path / "figure1-2.png")
+    assert (tmp_path / "figure1.png").read_bytes() == b"mine"
+    assert (tmp_path / "figure1-2.png").read_bytes() == r.displays[0].data
+    assert (fig["width"], fig["height"], fig["bytes"]) == (20, 20, len(r.displays[0].data))
+    assert "path" not in r.to_json()["displays"][0]
