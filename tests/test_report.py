@@ -316,28 +316,41 @@ def test_no_pyplot_no_figures(py):
 
 # ---- IPython display() ----------------------------------------------------------
 
-def test_ipython_display_goes_into_the_report(py):
+IPYTHON_DISPLAY = """
+import asyncio, json
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.display import display
+from safepyrun import RunPython
+shell = InteractiveShell.instance()
+seen = []
+shell.display_pub.publish = lambda data, metadata=None, **kw: seen.append(data)
+py = RunPython({'display': display}, ok_dests=[])
+r = asyncio.run(py.run("class H:\\n"
+                       "    def _repr_html_(self): return '<b>hi</b>'\\n"
+                       "display(H())\\ndisplay('plain')\\nNone"))
+assert r.ok, r.traceback
+print('displays', json.dumps([(d.mime, d.data) for d in r.displays]))
+print('seen', json.dumps(seen))
+print('text', json.dumps(str(r)))
+display('host')  # the host's own display() still publishes
+print('after', json.dumps(seen))
+"""
+
+
+def test_ipython_display_goes_into_the_report(tmp_path):
+    """In a real IPython shell (a child process: the shell outlives its
+    test), display() in a run goes into the report, not to the front end;
+    the host's own display() still publishes."""
     pytest.importorskip("IPython")
-    from IPython.core.interactiveshell import InteractiveShell
-    from IPython.display import display
-    shell = InteractiveShell.instance()
-    seen = []
-    original = shell.display_pub.publish
-    shell.display_pub.publish = lambda data, metadata=None, **kw: seen.append(data)
-    try:
-        py.g["display"] = display
-        r = report(py, "class H:\n"
-                       "    def _repr_html_(self): return '<b>hi</b>'\n"
-                       "display(H())\ndisplay('plain')\nNone")
-        assert r.ok, r.traceback
-        assert [(d.mime, d.data) for d in r.displays] == [
-            ("text/html", "<b>hi</b>"), ("text/plain", "'plain'")]
-        assert seen == []  # not published to the host's front end
-        assert "[display 1: text/html, 9 characters]" in str(r)
-        display("host")  # the host's own display() still publishes
-        assert seen == [{"text/plain": "'host'"}]
-    finally:
-        shell.display_pub.publish = original
+    from trust_helpers import check_output
+    out = dict(line.split(" ", 1) for line in
+               check_output(IPYTHON_DISPLAY, tmp_path).splitlines()
+               if line.split(" ", 1)[0] in ("displays", "seen", "text", "after"))
+    assert json.loads(out["displays"]) == [["text/html", "<b>hi</b>"],
+                                           ["text/plain", "'plain'"]]
+    assert json.loads(out["seen"]) == []
+    assert "[display 1: text/html, 9 characters]" in json.loads(out["text"])
+    assert json.loads(out["after"]) == [{"text/plain": "'host'"}]
 
 
 def test_report_display_keeps_only_plain_copies(py):
