@@ -36,14 +36,16 @@ bench-host-writes:
 	   done; } >> $(BENCH_DIR)/RESULTS.md
 	@tail -4 $(BENCH_DIR)/RESULTS.md
 
-# Limits (issue 9): whichever of bench/limits_{time,output,memory}.py exist,
-# each run on every one of our venvs, appended to RESULTS.md.
+# Limits and the run report (issue 9): each of bench/limits_{time,memory,output}.py
+# that exists, for each of our venvs (or $(PYTHON) when there are none).
+BENCH_PYS = $(or $(wildcard $(BENCH_DIR)/.venvs/ours-py*/bin/python),$(PYTHON))
 bench-limits:
-	@{ echo; echo "## Limits"; \
-	   for s in limits_time limits_output limits_memory; do \
-	     test -f $(BENCH_DIR)/$$s.py || continue; echo; header=--header; \
-	     for py in $(BENCH_DIR)/.venvs/ours-py*/bin/python; do \
-	       $$py $(BENCH_DIR)/$$s.py $$header || exit 1; header=; \
+	@{ echo; echo "## Limits: time, memory, output"; \
+	   for script in $(wildcard $(BENCH_DIR)/limits_time.py $(BENCH_DIR)/limits_memory.py \
+	                            $(BENCH_DIR)/limits_output.py); do \
+	     echo; echo "\`$$script\`:"; echo; header=--header; \
+	     for py in $(BENCH_PYS); do \
+	       $$py $$script $$header || exit 1; header=; \
 	     done; \
 	   done; } >> $(BENCH_DIR)/RESULTS.md
 	@tail -12 $(BENCH_DIR)/RESULTS.md
