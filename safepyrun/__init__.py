@@ -249,12 +249,12 @@ sys.modules[__name__].__class__ = _SafepyrunModule
 from ._engine import LocalWritePolicy  # noqa: E402
 from .presets import (allow_matplotlib, allow_pandas,  # noqa: E402
                       load_import_entry_points)
-from .describe import DocDescriptor as _DocDescriptor, describe
+from .describe import DocDescriptor as _DocDescriptor, describe, tool_spec
 from .ipython import (create_pyrun_magic, load_ipython_extension,
                       unload_ipython_extension)
 
 __all__ += ["allow_matplotlib", "allow_pandas", "LocalWritePolicy",
-            "describe", "create_pyrun_magic", "load_ipython_extension",
+            "describe", "tool_spec", "create_pyrun_magic", "load_ipython_extension",
             "disallow"]
 
 # RunPython.__doc__ (and python.__doc__) describe the live registry.
