@@ -32,6 +32,8 @@
 #include "guards.h"
 #include "hook.h"
 #include "monitor.h"
+#include "output.h"
+#include "report.h"
 #include "shell.h"
 
 #define CELL_MAX_UNWRAP 32
@@ -67,6 +69,11 @@ typedef struct {
     int ban_defs;      /* the checks refuse def/class */
     int checks;        /* the syntax-tree checks apply (not yolo) */
     int monitored;     /* the call monitor watches this cell (monitor.c) */
+    int report_mode;   /* the run has a report: the Cell's value is the
+                          report's dict, and the cell's errors go in it */
+    int cancelled_in;  /* a CancelledError was thrown in: the awaiting
+                          task was cancelled, which is not the cell's error */
+    sp_output_streams streams; /* report mode: sys.stdout/stderr per step */
     cell_state state;
 } SpCell;
 
@@ -87,6 +94,8 @@ cell_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->waiter);
     Py_VISIT(c->seen);
     Py_VISIT(c->error);
+    Py_VISIT(c->streams.own[0]);
+    Py_VISIT(c->streams.own[1]);
     return 0;
 }
 
@@ -98,7 +107,6 @@ cell_tp_clear(PyObject *self)
     Py_CLEAR(c->ns);
     Py_CLEAR(c->synced);
     Py_CLEAR(c->banned);
-    Py_CLEAR(c->run);
     Py_CLEAR(c->source);
     Py_CLEAR(c->code);
     Py_CLEAR(c->globals);
@@ -106,6 +114,13 @@ cell_tp_clear(PyObject *self)
     Py_CLEAR(c->waiter);
     Py_CLEAR(c->seen);
     Py_CLEAR(c->error);
+    sp_output_clear(&c->streams);
+    if (c->run != NULL && c->report_mode) {
+        /* Never finished: what the run's tasks write from now on goes to
+         * the host. */
+        sp_report_close(c->run);
+    }
+    Py_CLEAR(c->run);
     return 0;
 }
 
@@ -130,6 +145,10 @@ sp_cell_new(PyObject *g, PyObject *ns, PyObject *synced, SpRun *run,
     cell->ban_defs = ban_defs;
     cell->checks = checks;
     cell->monitored = 0;
+    cell->report_mode = run->report != NULL;
+    cell->cancelled_in = 0;
+    cell->streams.router[0] = cell->streams.router[1] = NULL;
+    cell->streams.own[0] = cell->streams.own[1] = NULL;
     cell->state = CELL_START;
     PyObject_GC_Track(cell);
     return (PyObject *)cell;
@@ -466,7 +485,14 @@ typedef struct {
 static int
 cell_enter(SpCell *self, cell_step *step)
 {
+    /* Output first, outside the run: installing the router is host work. */
+    if (self->report_mode && sp_output_enter(&self->streams) < 0) {
+        return -1;
+    }
     if (sp_monitor_enter(&step->monitor, self->monitored) < 0) {
+        if (self->report_mode) {
+            (void)sp_output_leave(&self->streams);
+        }
         return -1;
     }
     sp_caches_take(&step->caches);
@@ -474,6 +500,9 @@ cell_enter(SpCell *self, cell_step *step)
     if (step->token == NULL) {
         sp_caches_restore(&step->caches);
         sp_monitor_leave(&step->monitor);
+        if (self->report_mode) {
+            (void)sp_output_leave(&self->streams);
+        }
         return -1;
     }
     return 0;
@@ -482,12 +511,15 @@ cell_enter(SpCell *self, cell_step *step)
 /* Leave what cell_enter entered; a pending exception survives.  0 ok, -1
  * error. */
 static int
-cell_leave(cell_step *step)
+cell_leave(SpCell *self, cell_step *step)
 {
     int left = sp_context_leave(step->token);
     step->token = NULL;
     sp_caches_restore(&step->caches);
     sp_monitor_leave(&step->monitor);
+    if (self->report_mode && sp_output_leave(&self->streams) < 0) {
+        left = -1;
+    }
     /* The shell's names and objects as the host left them (shell.c): put
      * back what the step changed, and say so. */
     PyObject *pending = sp_err_get_raised();
@@ -515,7 +547,7 @@ cell_drive(SpCell *self, PyObject *it, PyObject *arg, PyObject *exc,
     }
     PySendResult r = exc != NULL ? cell_throw_into(it, exc, out)
                                  : PyIter_Send(it, arg, out);
-    if (cell_leave(&step) < 0 && r != PYGEN_ERROR) {
+    if (cell_leave(self, &step) < 0 && r != PYGEN_ERROR) {
         Py_CLEAR(*out);
         return PYGEN_ERROR;
     }
@@ -540,6 +572,9 @@ cell_start(SpCell *self)
     }
     if (sp_monitor_sync() < 0) {
         return -1;
+    }
+    if (self->report_mode) {
+        sp_report_start(self->run->report);
     }
     self->code = sp_compile_cell(self->source, self->banned, self->ban_defs,
                                  self->checks, &self->has_result);
@@ -572,7 +607,7 @@ cell_start(SpCell *self)
         return -1;
     }
     PyObject *res = PyEval_EvalCode(self->code, self->globals, self->globals);
-    if (cell_leave(&step) < 0 || res == NULL) {
+    if (cell_leave(self, &step) < 0 || res == NULL) {
         Py_XDECREF(res);
         return -1;
     }
@@ -624,6 +659,23 @@ cell_export_on_error(SpCell *self)
         PyErr_WriteUnraisable(self->g);
     }
     sp_err_set_raised(pending);
+}
+
+/* Report mode: the cell failed; its error goes in the report, which is
+ * the Cell's value.  A cancellation of the awaiting task is not the
+ * cell's error and propagates, as does a failure to build the report. */
+static PySendResult
+cell_report_error(SpCell *self, PyObject **out)
+{
+    if (self->cancelled_in &&
+        PyErr_ExceptionMatches(cell_global->cancelled)) {
+        sp_report_close(self->run);
+        return PYGEN_ERROR;
+    }
+    PyObject *exc = sp_err_get_raised();
+    *out = sp_report_finish(self->run, NULL, exc);
+    Py_XDECREF(exc);
+    return *out != NULL ? PYGEN_RETURN : PYGEN_ERROR;
 }
 
 /* The state machine behind send/throw/__next__.  `exc` (borrowed, may be
@@ -690,6 +742,11 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
                 goto fail;
             }
             self->state = CELL_FINISHED;
+            if (self->report_mode) {
+                *out = sp_report_finish(self->run, result, NULL);
+                Py_DECREF(result);
+                return *out != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+            }
             *out = result;
             return PYGEN_RETURN;
         }
@@ -705,6 +762,9 @@ fail:
     Py_CLEAR(self->waiter);
     cell_export_on_error(self);
     cell_fix_error(self);
+    if (self->report_mode) {
+        return cell_report_error(self, out);
+    }
     return PYGEN_ERROR;
 }
 
@@ -754,6 +814,10 @@ cell_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *value;
+    if (cell_global->cancelled != NULL &&
+        PyErr_GivenExceptionMatches(exc, cell_global->cancelled)) {
+        ((SpCell *)self)->cancelled_in = 1;
+    }
     PySendResult r = cell_advance((SpCell *)self, Py_None, exc, &value);
     Py_DECREF(exc);
     return sp_send_result_to_python(r, value);
@@ -766,6 +830,9 @@ cell_close(PyObject *self, PyObject *unused)
     SpCell *c = (SpCell *)self;
     PyObject *it = c->coro != NULL ? c->coro : c->waiter; /* borrowed */
     c->state = CELL_FINISHED;
+    if (c->report_mode) {
+        sp_report_close(c->run);
+    }
     PyObject *res = it != NULL ? PyObject_CallMethod(it, "close", NULL)
                                : Py_NewRef(Py_None);
     Py_CLEAR(c->coro);

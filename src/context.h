@@ -27,6 +27,9 @@ typedef struct {
     int later;          /* nonzero: the policy twin that gates a cell's code
                            after its run (records no denials: see
                            sp_context_register_codes) */
+    PyObject *report;   /* owned or NULL: the run report (report.c) of a
+                           run started by Runner.report: its captured
+                           output and judged events.  Twins have none. */
 } SpRun;
 
 /* Create the SpRun type and the context variable.  Both are process-wide
@@ -49,6 +52,11 @@ PyObject *sp_context_call_outside(PyObject *fn, PyObject *arg);
 /* The run active in the current context: -1 error, 0 none (or a yolo run),
  * 1 found with *run a new reference.  *run is NULL unless 1. */
 int sp_context_current(SpRun **run);
+
+/* The run of the current context whatever its policy (a yolo run too):
+ * what the output router (output.c) routes by.  -1 error, 0 none, 1 with
+ * *run a new reference.  *run is NULL unless 1. */
+int sp_context_current_any(SpRun **run);
 
 /* Make `run` current; returns a new reference to the token, or NULL. */
 PyObject *sp_context_enter(SpRun *run);

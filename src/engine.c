@@ -19,9 +19,11 @@
 #include "guards.h"
 #include "hook.h"
 #include "monitor.h"
+#include "output.h"
 #include "paths.h"
 #include "policy.h"
 #include "registry.h"
+#include "report.h"
 #include "rules.h"
 #include "runner.h"
 #include "shell.h"
@@ -244,6 +246,7 @@ engine_exec(PyObject *module)
         sp_threads_init(module) < 0 ||
         sp_guards_init(module) < 0 ||
         sp_compile_init(module) < 0 || sp_export_init(module) < 0 ||
+        sp_report_init(module) < 0 || sp_output_init(module) < 0 ||
         sp_cell_init(module) < 0 || sp_runner_init(module) < 0 ||
         sp_policy_init(module) < 0 || sp_shell_init(module) < 0) {
         return -1;

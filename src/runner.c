@@ -14,6 +14,7 @@
 #include "context.h"
 #include "gate.h"
 #include "paths.h"
+#include "report.h"
 #include "trust.h"
 
 #include <stddef.h>
@@ -35,6 +36,8 @@ typedef struct {
     PyObject *synced;   /* owned: g as it was when ns and g were in step */
     int ban_defs;
     int yolo;
+    int echo;              /* reports: output also shown on the host */
+    Py_ssize_t max_output; /* reports: characters kept per stream, or -1 */
 } SpRunner;
 
 static int
@@ -66,25 +69,55 @@ runner_tp_clear(PyObject *self)
     return 0;
 }
 
+/* `max_output`: None (-1, no limit) or an int >= 0.  0 / -1. */
+static int
+runner_parse_max_output(PyObject *obj, Py_ssize_t *out)
+{
+    *out = -1;
+    if (obj == Py_None) {
+        return 0;
+    }
+    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "max_output must be an int (characters) or None, not %.200s",
+                     SP_TYPE_NAME(obj));
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(obj);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_output must be >= 0");
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
 /* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None,
- *        pre_deny=None) */
+ *        pre_deny=None, echo=False, max_output=None) */
 static PyObject *
 runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"g", "ok_dests", "banned", "ban_defs", "yolo",
-                             "data", "pre_deny", NULL};
+                             "data", "pre_deny", "echo", "max_output", NULL};
     PyObject *g, *ok_dests, *banned = Py_None, *data = Py_None;
-    PyObject *pre_deny = Py_None;
-    int ban_defs = 0, yolo = 0;
+    PyObject *pre_deny = Py_None, *max_output_obj = Py_None;
+    int ban_defs = 0, yolo = 0, echo = 0;
+    Py_ssize_t max_output = -1;
     /* A runner made inside a run would carry a policy of the cell's own
      * choosing (yolo, ok_dests=None): refused, whatever the route
      * (RunPython, _engine.Runner, a subclass). */
     if (sp_gate_refuse_inside("create a runner") < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO:Runner", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOOpO:Runner", kwlist,
                                      &g, &ok_dests, &banned, &ban_defs, &yolo,
-                                     &data, &pre_deny)) {
+                                     &data, &pre_deny, &echo, &max_output_obj)) {
+        return NULL;
+    }
+    if (runner_parse_max_output(max_output_obj, &max_output) < 0) {
         return NULL;
     }
     if (pre_deny != Py_None && !PyCallable_Check(pre_deny)) {
@@ -114,6 +147,8 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->ban_defs = ban_defs;
     self->yolo = yolo;
+    self->echo = echo;
+    self->max_output = max_output;
     self->ok_dests = sp_paths_normalise_dests(ok_dests);
     if (self->ok_dests == NULL) {
         goto error;
@@ -203,6 +238,21 @@ runner_get_yolo(PyObject *self, void *c)
     return PyBool_FromLong(((SpRunner *)self)->yolo);
 }
 
+static PyObject *
+runner_get_echo(PyObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(((SpRunner *)self)->echo);
+}
+
+static PyObject *
+runner_get_max_output(PyObject *self, void *c)
+{
+    (void)c;
+    Py_ssize_t n = ((SpRunner *)self)->max_output;
+    return n < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(n);
+}
+
 static PyMemberDef runner_members[] = {
     {"g", T_OBJECT_EX, offsetof(SpRunner, g), READONLY,
      "The host namespace cells run in."},
@@ -221,16 +271,20 @@ static PyGetSetDef runner_getset[] = {
     {"ban_defs", runner_get_ban_defs, NULL, "Whether def/class are refused.",
      NULL},
     {"yolo", runner_get_yolo, NULL, "True when nothing is gated.", NULL},
+    {"echo", runner_get_echo, NULL,
+     "Whether a report's captured output is also shown on the host.", NULL},
+    {"max_output", runner_get_max_output, NULL,
+     "Characters of output a report keeps per stream, or None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-/* Runner.run(code) -> Cell.  Nothing happens until the Cell is awaited:
- * then the code is checked, compiled and run, so a syntax error surfaces
- * at the await as any other error of the cell does. */
+/* The Cell for `source`: the run's policy object (context.c) with a fresh
+ * data dict, and, when `report` is set, the run report (report.c) its
+ * output and events go to, with `echo` (-1: the runner's setting).  New
+ * reference or NULL. */
 static PyObject *
-runner_run(PyObject *self, PyObject *source)
+runner_make_cell(SpRunner *r, PyObject *source, int report, int echo)
 {
-    SpRunner *r = (SpRunner *)self;
     /* The run's data: set_data() defaults, then RunPython's keywords, then
      * ok_dests; a fresh dict per cell, so a policy cannot change another
      * run's data. */
@@ -245,16 +299,68 @@ runner_run(PyObject *self, PyObject *source)
     if (run == NULL) {
         return NULL;
     }
+    if (report) {
+        run->report = sp_report_new(r->max_output, echo < 0 ? r->echo : echo);
+        if (run->report == NULL) {
+            Py_DECREF(run);
+            return NULL;
+        }
+    }
     PyObject *cell = sp_cell_new(r->g, r->ns, r->synced, run, source,
                                  r->banned, r->ban_defs, !r->yolo);
     Py_DECREF(run);
     return cell;
 }
 
+/* Runner.run(code) -> Cell.  Nothing happens until the Cell is awaited:
+ * then the code is checked, compiled and run, so a syntax error surfaces
+ * at the await as any other error of the cell does. */
+static PyObject *
+runner_run(PyObject *self, PyObject *source)
+{
+    return runner_make_cell((SpRunner *)self, source, 0, 0);
+}
+
+/* Runner.report(code, echo=None) -> Cell whose value is the run report (a
+ * dict; RunPython.run makes it a RunResult).  The cell's errors, a syntax
+ * error included, go in the report; misuse raises here: code that is not
+ * a str, or a report started from sandboxed code (a nested run). */
+static PyObject *
+runner_report(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"code", "echo", NULL};
+    PyObject *source, *echo_obj = Py_None; /* borrowed */
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:report", kwlist,
+                                     &source, &echo_obj)) {
+        return NULL;
+    }
+    if (sp_gate_refuse_inside("start a run") < 0) {
+        return NULL;
+    }
+    if (!PyUnicode_Check(source)) {
+        PyErr_Format(PyExc_TypeError, "code must be a str, not %.200s",
+                     SP_TYPE_NAME(source));
+        return NULL;
+    }
+    int echo = -1;
+    if (echo_obj != Py_None) {
+        echo = PyObject_IsTrue(echo_obj);
+        if (echo < 0) {
+            return NULL;
+        }
+    }
+    return runner_make_cell((SpRunner *)self, source, 1, echo);
+}
+
 static PyMethodDef runner_methods[] = {
     {"run", runner_run, METH_O,
      "run(code) -> Cell\n\nCheck and compile a cell; await the result to run "
      "it and get the value of its last expression."},
+    {"report", (PyCFunction)(void (*)(void))runner_report,
+     METH_VARARGS | METH_KEYWORDS,
+     "report(code, echo=None) -> Cell\n\nLike run(), but awaiting the Cell "
+     "gives the run report (a dict: value, error, stdout, stderr, events, "
+     "events_dropped, elapsed) and the cell's errors go in it."},
     {NULL, NULL, 0, NULL},
 };
 

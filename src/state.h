@@ -222,6 +222,24 @@ typedef struct {
         PyObject *pathlib_types;   /* tuple, or NULL before the first run */
     } paths;
 
+    /* report.c: the run report type. */
+    struct sp_report_state {
+        PyTypeObject *type;
+    } report;
+
+    /* output.c: the stream router type and the names it calls. */
+    struct sp_output_state {
+        PyTypeObject *router_type;
+        PyObject *unsupported;   /* io.UnsupportedOperation */
+        PyObject *names[2];      /* interned "stdout", "stderr" */
+        PyObject *write_name;    /* interned method names */
+        PyObject *flush_name;
+        PyObject *isatty_name;
+        PyObject *fileno_name;
+        PyObject *close_name;
+        PyObject *logging_name;  /* "logging" */
+    } output;
+
     /* runner.c: the Runner type. */
     struct sp_runner_state {
         PyTypeObject *runner_type;
