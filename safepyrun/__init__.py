@@ -17,6 +17,9 @@ is a ``PermissionError`` that says what was refused and why.
 """
 from __future__ import annotations
 
+#: The package's version (pyproject.toml reads it from here).
+__version__ = "0.1.0"
+
 import sys
 import types
 from collections.abc import Awaitable, Callable

@@ -17,6 +17,11 @@ from . import RunPython
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["mcp"]:
+        from .mcp_server import main as mcp_main
+        return mcp_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="safepyrun",
         description="Run Python with its dangerous side effects refused.")
