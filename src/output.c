@@ -286,21 +286,23 @@ router_tp_getattro(PyObject *self, PyObject *name)
     if (res != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
         return res;
     }
+    PyObject *missing = sp_err_get_raised(); /* the gate runs error-free */
     int inside = router_sandboxed();
     if (inside != 0) {
         if (inside > 0) {
-            PyErr_Clear();
             PyErr_Format(PyExc_AttributeError,
                          "sys.%s has no attribute %R inside a sandboxed run "
                          "(only the text-stream methods are offered)",
                          ROUTER_CAST(self)->which ? "stderr" : "stdout", name);
         }
+        Py_DECREF(missing);
         return NULL;
     }
     if (ROUTER_CAST(self)->target == Py_None) {
+        sp_err_set_raised(missing);
         return NULL;
     }
-    PyErr_Clear();
+    Py_DECREF(missing);
     return PyObject_GetAttr(ROUTER_CAST(self)->target, name);
 }
 

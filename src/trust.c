@@ -31,6 +31,7 @@
 #include "policy.h"
 #include "monitor.h"
 #include "registry.h"
+#include "report.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -384,9 +385,52 @@ record_new(PyObject *fn, PyObject *args, PyObject *kwargs)
     return r;
 }
 
-/* Judge the calls track_call recorded in this context, newest first. */
+/* "module.qualname" of the code running in `frame` (the module from the
+ * frame's globals, read from the dict: no code runs), or the qualname.
+ * New reference, or NULL with no exception when it cannot be made. */
+static PyObject *
+trust_frame_name(PyFrameObject *frame, PyCodeObject *code)
+{
+    PyObject *globals = PyFrame_GetGlobals(frame);
+    PyObject *module = NULL, *res = NULL;
+    if (globals != NULL && PyDict_Check(globals) &&
+        sp_dict_get_ref(globals, trust->name_key, &module) > 0 &&
+        PyUnicode_CheckExact(module)) {
+        res = PyUnicode_FromFormat("%U.%U", module, code->co_qualname);
+    }
+    else {
+        res = Py_NewRef(code->co_qualname);
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(globals);
+    PyErr_Clear();
+    return res;
+}
+
+/* The same for a trusted callable (a native, or a function track_call
+ * recorded): its __module__ and __qualname__ when they are plain str.
+ * New reference, or NULL with no exception. */
+static PyObject *
+trust_callable_name(PyObject *fn)
+{
+    PyObject *module = PyObject_GetAttrString(fn, "__module__");
+    PyObject *qualname = PyObject_GetAttrString(fn, "__qualname__");
+    PyObject *res = NULL;
+    if (qualname != NULL && PyUnicode_CheckExact(qualname)) {
+        res = module != NULL && PyUnicode_CheckExact(module)
+            ? PyUnicode_FromFormat("%U.%U", module, qualname)
+            : Py_NewRef(qualname);
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    PyErr_Clear();
+    return res;
+}
+
+/* Judge the calls track_call recorded in this context, newest first;
+ * *by (when not NULL) names the one that trusts. */
 static int
-trust_judge_tracked(SpRun *run, PyObject *refusals)
+trust_judge_tracked(SpRun *run, PyObject *refusals, PyObject **by)
 {
     PyObject *calls = NULL;
     if (PyContextVar_Get(trust->calls_var, trust->empty_tuple, &calls) < 0) {
@@ -414,6 +458,9 @@ trust_judge_tracked(SpRun *run, PyObject *refusals)
         else if (grants != NULL) {
             verdict = trust_judge(grants, args, rec->kwargs, freevals, run->data,
                                   refusals, 0);
+            if (verdict == 1 && by != NULL) {
+                *by = trust_callable_name(fn);
+            }
         }
         Py_XDECREF(args);
         Py_XDECREF(freevals);
@@ -427,6 +474,15 @@ trust_judge_tracked(SpRun *run, PyObject *refusals)
 int
 sp_trust_search(SpRun *run, PyObject **refusals)
 {
+    return sp_trust_search_by(run, refusals, NULL);
+}
+
+int
+sp_trust_search_by(SpRun *run, PyObject **refusals, PyObject **by)
+{
+    if (by != NULL) {
+        *by = NULL;
+    }
     *refusals = PyList_New(0);
     if (*refusals == NULL) {
         return -1;
@@ -440,6 +496,9 @@ sp_trust_search(SpRun *run, PyObject **refusals)
     if (native_grants != NULL) {
         Py_DECREF(native_grants); /* natives are registered without policies */
         Py_CLEAR(*refusals);
+        if (by != NULL) {
+            *by = trust_callable_name(native);
+        }
         return 1;
     }
     sp_walk w;
@@ -469,6 +528,9 @@ sp_trust_search(SpRun *run, PyObject **refusals)
             }
             Py_XDECREF(globals);
         }
+        if (verdict == 1 && by != NULL) {
+            *by = trust_frame_name(f, code);
+        }
     }
     if (verdict == 2 && w.depth >= TRUST_MAX_DEPTH) {
         saw_cell = 1; /* deeper than we look: not proven host code */
@@ -478,12 +540,19 @@ sp_trust_search(SpRun *run, PyObject **refusals)
         verdict = -1; /* PyFrame_GetBack ran out of memory */
     }
     if (verdict == 2 && !saw_cell) {
-        verdict = trust_judge_tracked(run, *refusals);
+        verdict = trust_judge_tracked(run, *refusals, by);
     }
     if (verdict == 1 || verdict < 0) {
         Py_CLEAR(*refusals);
     }
     return verdict < 0 ? -1 : verdict == 1;
+}
+
+/* A str argument of a report's "call" event, as is. */
+static PyObject *
+trust_plain_str(PyObject *obj)
+{
+    return PyUnicode_Check(obj) ? PyUnicode_FromObject(obj) : PyObject_Repr(obj);
 }
 
 int
@@ -516,6 +585,13 @@ sp_trust_gate_call(PyFrameObject *frame, PyObject *code)
             PyUnicode_FromFormat("safepyrun refused the call %U(): %U",
                                  ((PyCodeObject *)code)->co_qualname, joined));
         Py_XDECREF(joined);
+        if (run->report != NULL) {
+            /* Reported as a "call" event: the call's policies refused it. */
+            PyObject *what = PyTuple_Pack(1, ((PyCodeObject *)code)->co_qualname);
+            PyErr_Clear();
+            sp_report_event(run, "call", what, trust_plain_str, "denied", NULL);
+            Py_XDECREF(what);
+        }
         if (exc != NULL && sp_context_record_denial(run, exc) == 0) {
             PyErr_SetObject(PyExc_PermissionError, exc);
         }
