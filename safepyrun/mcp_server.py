@@ -134,10 +134,16 @@ class CellThread:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _run(self, code: str) -> Any:
+        from ._glue import forget_failed_imports
         if self.loop is None or self.loop.is_closed():
             self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        return self.loop.run_until_complete(self.runner.run(code))
+        before = frozenset(sys.modules)
+        result = self.loop.run_until_complete(self.runner.run(code))
+        if result.error is not None:
+            # A refused import leaves no half package behind (_glue.py).
+            forget_failed_imports(before)
+        return result
 
     async def run(self, code: str) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
