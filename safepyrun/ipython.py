@@ -143,7 +143,9 @@ async def run_cell(line: str, cell: str) -> Any:
     if pyrun is None:
         raise RuntimeError("%%py: the safepyrun extension is not loaded "
                            "(%load_ext safepyrun)")
-    opts = _parse_line(line)
+    # {var} and $var on the line, as IPython expands a magic's arguments
+    # (depth=1: the notebook cell's frame, whose namespace is the user's).
+    opts = _parse_line(shell.var_expand(line, depth=1) if line else line)
     awaitable = _start(pyrun, _transform(shell, cell), opts)
     before = frozenset(sys.modules)
     try:
