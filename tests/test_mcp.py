@@ -184,3 +184,22 @@ def test_cells_cannot_end_or_derail_the_server():
     assert len(results) == len(ATTACKS) + 1
     assert not results[-1].is_error
     assert text_of(results[-1]).strip().endswith("'still here'")
+
+
+def test_example_client_config_is_valid_for_the_server():
+    import argparse
+    import json
+
+    from safepyrun.mcp_server import add_arguments
+    config = json.loads((HERE.parent / "examples" / "mcp_config.json")
+                        .read_text())
+    server = config["mcpServers"]["safepyrun"]
+    assert server["command"].endswith("/bin/safepyrun")
+    assert server["args"][0] == "mcp"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(server["args"][1:])
+    assert args.ok_dest == ["/home/you/llm-out"]
+    assert args.preset == ["matplotlib", "pandas"]
+    assert args.allow == ["mytools:fetch_report"]
+    assert args.timeout == 60.0
