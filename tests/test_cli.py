@@ -301,19 +301,25 @@ def test_config_default_ok_dests_apply_without_ok_dest(tmp_path):
     assert not (allowed / "w.txt").exists()
 
 
+def without_carets(text):
+    """A traceback without the ~~^~~ marker lines (their shape differs
+    between Python versions)."""
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if line.strip(" ~^\n"))
+
+
 def test_traceback_starts_at_the_script(tmp_path):
     script = tmp_path / "boom.py"
     script.write_text("def f():\n    return 1 / 0\n\nf()\n")
     out = pkg_cli(script)
     assert out.returncode == 1
-    assert out.stderr == (
+    assert without_carets(out.stderr) == (
         "Traceback (most recent call last):\n"
         f'  File "{script}", line 4, in <module>\n'
         "    f()\n"
         f'  File "{script}", line 2, in f\n'
         "    return 1 / 0\n"
-        + ("           ~~^~~\n" if sys.version_info >= (3, 11) else "")
-        + "ZeroDivisionError: division by zero\n")
+        "ZeroDivisionError: division by zero\n")
 
 
 def test_refusal_traceback_starts_at_the_script(tmp_path):
@@ -321,7 +327,7 @@ def test_refusal_traceback_starts_at_the_script(tmp_path):
     script.write_text("import os\nos.system('true')\n")
     out = pkg_cli(script)
     assert out.returncode == 1
-    assert out.stderr.startswith(
+    assert without_carets(out.stderr).startswith(
         "Traceback (most recent call last):\n"
         f'  File "{script}", line 2, in <module>\n'
         "    os.system('true')\n"
