@@ -219,6 +219,7 @@ class RunPython(_engine.Runner):
         (default: the runner's) also shows the output on the host's
         streams as it is written."""
         before = _report.figures_before()
+        _report.hook_ipython_display()
         raw = await self.report(code, echo)
         try:
             displays = _report.render_figures(before)

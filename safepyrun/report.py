@@ -6,13 +6,21 @@ gives it a Python face, renders the matplotlib figures the cell made (as
 host code, after the cell has ended), and writes the compact text an LLM
 reads (``str(result)``) and the JSON the command line prints.
 """
+import base64
+import binascii
 import io
 import os
 import sys
 import traceback as _traceback
 from typing import Any, NamedTuple
 
+from . import _engine
+
 __all__ = ["RunResult", "RunEvent", "Display"]
+
+# The stream router stands in for the host's text streams: library code
+# that checks isinstance(sys.stdout, io.TextIOBase) keeps working.
+io.TextIOBase.register(_engine.OutputRouter)
 
 # Longest value repr shown by str(RunResult).
 _MAX_VALUE_REPR = 2000
@@ -50,7 +58,8 @@ class Display(NamedTuple):
     def describe(self, number: int) -> str:
         """``'[figure 1: PNG 640x480]'`` and the like."""
         if self.mime == "image/png":
-            return f"[figure {number}: PNG {self.width}x{self.height}]"
+            size = f" {self.width}x{self.height}" if self.width is not None else ""
+            return f"[figure {number}: PNG{size}]"
         size = f"{len(self.data):,} {'bytes' if isinstance(self.data, bytes) else 'characters'}"
         return f"[display {number}: {self.mime}, {size}]"
 
@@ -99,7 +108,11 @@ class RunResult:
     @classmethod
     def from_engine(cls, raw: dict, displays: tuple[Display, ...] = ()
                     ) -> "RunResult":
-        """Build a result from the engine's report (a dict)."""
+        """Build a result from the engine's report (a dict); ``displays``
+        (the figures) come first, then what the cell passed to
+        ``display()``."""
+        displays = tuple(displays) + tuple(
+            d for d in map(_display_of, raw.get("displays", ())) if d is not None)
         error = raw["error"]
         tb = ""
         if error is not None:
@@ -200,6 +213,56 @@ class RunResult:
             "peak_memory": self.peak_memory,
             "displays": displays,
         }
+
+
+# ---- IPython display() ---------------------------------------------------------
+# Mime types in the order a report prefers them: an image first (what a
+# multimodal LLM can look at), then markup, then text.
+_MIME_ORDER = ("image/png", "image/jpeg", "image/svg+xml", "text/html",
+               "text/markdown", "text/latex", "application/json", "text/plain")
+
+
+def _display_of(data: dict) -> "Display | None":
+    """The richest representation in one display() call's data."""
+    for mime in _MIME_ORDER:
+        value = data.get(mime)
+        if value is None:
+            continue
+        if mime in ("image/png", "image/jpeg") and isinstance(value, str):
+            try:
+                value = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+        if mime == "image/png" and isinstance(value, bytes):
+            return Display(mime, value, *_png_size(value))
+        return Display(mime, value)
+    return None
+
+
+def hook_ipython_display() -> None:
+    """Route IPython's display() of a run into its report: the shell's
+    display publisher asks the engine first (the run context decides,
+    as for output); the host's own display() calls publish as before.
+    Installed once per publisher, when IPython is loaded with a shell."""
+    ipython = sys.modules.get("IPython")
+    shell_mod = sys.modules.get("IPython.core.interactiveshell")
+    if ipython is None or shell_mod is None:
+        return
+    cls = shell_mod.InteractiveShell
+    if not cls.initialized():
+        return  # display() without a shell prints the repr: captured as output
+    pub = cls.instance().display_pub
+    if getattr(pub.publish, "_safepyrun_routed", False):
+        return
+    original = pub.publish
+
+    def publish(data, metadata=None, *args, **kwargs):
+        if isinstance(data, dict) and _engine.report_display(data):
+            return None
+        return original(data, metadata, *args, **kwargs)
+
+    publish._safepyrun_routed = True
+    pub.publish = publish
 
 
 # ---- figures ----------------------------------------------------------------

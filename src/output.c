@@ -12,7 +12,7 @@
  * output is the run's.
  *
  * For the host, every other attribute (buffer, encoding, fileno, isatty,
- * ...) is the replaced stream's.  For sandboxed code (a run, or a cell's
+ * ...) is the replaced stream's, and setting one sets the stream's.  For sandboxed code (a run, or a cell's
  * code run later) the router offers only the text-stream methods and plain
  * values: the replaced stream itself, and its buffer, stay out of reach,
  * and close() is refused, so a cell can neither close nor unhook the
@@ -306,6 +306,27 @@ router_tp_getattro(PyObject *self, PyObject *name)
     return PyObject_GetAttr(ROUTER_CAST(self)->target, name);
 }
 
+/* Setting an attribute (a host's stream keeps state on itself, as
+ * ipykernel's does): the replaced stream's, for the host; refused to
+ * sandboxed code. */
+static int
+router_tp_setattro(PyObject *self, PyObject *name, PyObject *value)
+{
+    int inside = router_sandboxed();
+    if (inside != 0) {
+        if (inside > 0) {
+            PyErr_Format(PyExc_AttributeError,
+                         "sys.%s's attributes cannot be set inside a sandboxed "
+                         "run", ROUTER_CAST(self)->which ? "stderr" : "stdout");
+        }
+        return -1;
+    }
+    if (ROUTER_CAST(self)->target == Py_None) {
+        return PyObject_GenericSetAttr(self, name, value);
+    }
+    return PyObject_SetAttr(ROUTER_CAST(self)->target, name, value);
+}
+
 static PyObject *
 router_tp_repr(PyObject *self)
 {
@@ -346,6 +367,7 @@ static PyType_Slot router_slots[] = {
     {Py_tp_clear, router_tp_clear},
     {Py_tp_dealloc, sp_gc_dealloc},
     {Py_tp_getattro, router_tp_getattro},
+    {Py_tp_setattro, router_tp_setattro},
     {Py_tp_repr, router_tp_repr},
     {Py_tp_methods, router_methods},
     {Py_tp_getset, router_getset},
@@ -499,7 +521,8 @@ int
 sp_output_init(PyObject *module)
 {
     if (output_global->router_type != NULL) {
-        return 0;
+        return PyModule_AddObjectRef(module, "OutputRouter",
+                                     (PyObject *)output_global->router_type);
     }
     PyObject *io = PyImport_ImportModule("io");
     if (io == NULL) {
@@ -524,5 +547,9 @@ sp_output_init(PyObject *module)
     }
     output_global->router_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &router_spec, NULL);
-    return output_global->router_type == NULL ? -1 : 0;
+    if (output_global->router_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "OutputRouter",
+                                 (PyObject *)output_global->router_type);
 }

@@ -30,6 +30,8 @@
 /* Events kept per run; a cell retrying a refused write in a loop should
  * not grow the report without end. */
 #define REPORT_MAX_EVENTS 1000
+/* Rich outputs (IPython display()) kept per run. */
+#define REPORT_MAX_DISPLAYS 100
 
 /* This file's part of the engine state (state.h). */
 static struct sp_report_state *const report_global = &sp_state.report;
@@ -41,6 +43,7 @@ typedef struct {
     Py_ssize_t dropped[2];     /* characters past max_output, not held */
     Py_ssize_t max_output;     /* per stream; -1: no limit */
     PyObject *events;          /* owned: list of (name, args, verdict, by) */
+    PyObject *displays;        /* owned: list of {mime: str or bytes} */
     Py_ssize_t events_dropped; /* events past REPORT_MAX_EVENTS */
     double start;              /* monotonic seconds at the first step */
     int echo;                  /* also shown on the host's streams */
@@ -63,6 +66,7 @@ report_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(r->chunks[0]);
     Py_VISIT(r->chunks[1]);
     Py_VISIT(r->events);
+    Py_VISIT(r->displays);
     return 0;
 }
 
@@ -73,8 +77,79 @@ report_tp_clear(PyObject *self)
     Py_CLEAR(r->chunks[0]);
     Py_CLEAR(r->chunks[1]);
     Py_CLEAR(r->events);
+    Py_CLEAR(r->displays);
     return 0;
 }
+
+/* report_display(data) -> bool: a rich output (IPython's display data, a
+ * {mime: str or bytes} dict) for the report of the run writing here.
+ * Only str keys with str or bytes values are kept, as plain copies: the
+ * report never holds a cell's objects.  False when no report is open here
+ * (the caller then publishes as usual). */
+static PyObject *
+report_display(PyObject *module, PyObject *data)
+{
+    (void)module;
+    SpRun *run = NULL;   /* owned */
+    PyObject *copy = NULL, *items = NULL, *res = NULL; /* owned */
+    if (!PyDict_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "display data must be a dict, not %.200s",
+                     SP_TYPE_NAME(data));
+        return NULL;
+    }
+    int found = sp_context_current_any(&run);
+    if (found < 0) {
+        return NULL;
+    }
+    SpReport *r = found ? (SpReport *)sp_report_open_of(run) : NULL;
+    if (r == NULL) {
+        res = Py_NewRef(Py_False);
+        goto done;
+    }
+    if (PyList_GET_SIZE(r->displays) >= REPORT_MAX_DISPLAYS) {
+        res = Py_NewRef(Py_True); /* kept from the host too: the run's */
+        goto done;
+    }
+    copy = PyDict_New();
+    items = copy == NULL ? NULL : PyDict_Items(data);
+    if (items == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *kv = PyList_GET_ITEM(items, i);
+        PyObject *k = PyTuple_GET_ITEM(kv, 0), *v = PyTuple_GET_ITEM(kv, 1);
+        if (!PyUnicode_Check(k) || !(PyUnicode_Check(v) || PyBytes_Check(v))) {
+            continue;
+        }
+        PyObject *kc = PyUnicode_FromObject(k);
+        PyObject *vc = PyUnicode_Check(v) ? PyUnicode_FromObject(v)
+                                          : PyBytes_FromStringAndSize(
+                                                PyBytes_AS_STRING(v),
+                                                PyBytes_GET_SIZE(v));
+        int rc = kc == NULL || vc == NULL ? -1 : PyDict_SetItem(copy, kc, vc);
+        Py_XDECREF(kc);
+        Py_XDECREF(vc);
+        if (rc < 0) {
+            goto done;
+        }
+    }
+    if (PyList_Append(r->displays, copy) < 0) {
+        goto done;
+    }
+    res = Py_NewRef(Py_True);
+done:
+    Py_XDECREF(run);
+    Py_XDECREF(copy);
+    Py_XDECREF(items);
+    return res;
+}
+
+static PyMethodDef report_functions[] = {
+    {"report_display", report_display, METH_O,
+     "report_display(data) -> bool\n\nKeep IPython display data in the "
+     "report of the run writing here; False when there is none."},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyType_Slot report_slots[] = {
     {Py_tp_doc, "The report of one run (engine-internal)."},
@@ -103,7 +178,7 @@ sp_report_init(PyObject *module)
             return -1;
         }
     }
-    return 0;
+    return PyModule_AddFunctions(module, report_functions);
 }
 
 PyObject *
@@ -117,6 +192,7 @@ sp_report_new(Py_ssize_t max_output, int echo)
     r->chunks[0] = PyList_New(0);
     r->chunks[1] = PyList_New(0);
     r->events = PyList_New(0);
+    r->displays = PyList_New(0);
     r->kept[0] = r->kept[1] = r->dropped[0] = r->dropped[1] = 0;
     r->max_output = max_output;
     r->events_dropped = 0;
@@ -124,7 +200,8 @@ sp_report_new(Py_ssize_t max_output, int echo)
     r->echo = echo;
     r->open = 1;
     PyObject_GC_Track(r);
-    if (r->chunks[0] == NULL || r->chunks[1] == NULL || r->events == NULL) {
+    if (r->chunks[0] == NULL || r->chunks[1] == NULL || r->events == NULL ||
+        r->displays == NULL) {
         Py_DECREF(r);
         return NULL;
     }
@@ -269,7 +346,8 @@ PyObject *
 sp_report_finish(SpRun *run, PyObject *value, PyObject *error)
 {
     SpReport *r = (SpReport *)run->report;
-    PyObject *out = NULL, *err = NULL, *events = NULL, *res = NULL;
+    PyObject *out = NULL, *err = NULL, *events = NULL, *displays = NULL;
+    PyObject *res = NULL;
     if (r == NULL) {
         PyErr_SetString(PyExc_SystemError, "safepyrun: the run has no report");
         return NULL;
@@ -279,18 +357,20 @@ sp_report_finish(SpRun *run, PyObject *value, PyObject *error)
     out = report_stream_text(r, SP_REPORT_STDOUT);
     err = out == NULL ? NULL : report_stream_text(r, SP_REPORT_STDERR);
     events = err == NULL ? NULL : PyList_AsTuple(r->events);
-    if (events == NULL) {
+    displays = events == NULL ? NULL : PyList_AsTuple(r->displays);
+    if (displays == NULL) {
         goto done;
     }
-    res = Py_BuildValue("{sOsOsOsOsOsnsd}",
+    res = Py_BuildValue("{sOsOsOsOsOsnsdsO}",
                         "value", value != NULL ? value : Py_None,
                         "error", error != NULL ? error : Py_None,
                         "stdout", out, "stderr", err, "events", events,
                         "events_dropped", r->events_dropped,
-                        "elapsed", elapsed);
+                        "elapsed", elapsed, "displays", displays);
 done:
     Py_XDECREF(out);
     Py_XDECREF(err);
     Py_XDECREF(events);
+    Py_XDECREF(displays);
     return res;
 }

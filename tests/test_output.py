@@ -361,3 +361,38 @@ def test_writes_after_the_run_go_to_the_host(py, host_out):
         r = asyncio.run(main())
         assert r.stdout == "now\n"
         assert host_out[0].getvalue() == "late\n"
+
+
+def test_router_passes_attribute_writes_to_the_host_stream(py, host_out):
+    with host_out:
+        report(py, "1")
+        sys.stdout.custom_state = 5
+        assert host_out[0].custom_state == 5
+        assert isinstance(sys.stdout, io.TextIOBase)
+        r = report(py, "import sys\nsys.stdout.custom_state = 6")
+        assert isinstance(r.error, AttributeError)
+        assert host_out[0].custom_state == 5
+        r = report(py, "import sys\nsys.stdout.custom_state")
+        assert isinstance(r.error, AttributeError)
+
+
+def test_router_cannot_be_copied_or_pickled_from_a_cell(py, host_out):
+    with host_out:
+        for code in ("import copy, sys\ncopy.copy(sys.stdout)",
+                     "import pickle, sys\npickle.dumps(sys.stdout)",
+                     "import sys\nsys.stdout.__reduce_ex__(2)",
+                     "import sys\nobject.__getattribute__(sys.stdout, 'buffer')"):
+            r = report(py, code)
+            assert isinstance(r.error, (TypeError, AttributeError)), (code, r)
+            assert "StringIO" not in repr(r.value)
+
+
+def test_cell_function_called_later_by_the_host_is_still_restricted(py, host_out):
+    """Code a cell made stays sandboxed when the host calls it after the run:
+    it still cannot reach the host's stream through the router."""
+    with host_out:
+        report(py, "import sys\ndef grab_():\n    return sys.stdout.buffer")
+        with pytest.raises(AttributeError):
+            py.g["grab_"]()
+        sys.stdout.write("host")
+        assert host_out[0].getvalue() == "host"

@@ -312,3 +312,108 @@ def test_host_figure_the_cell_draws_on_is_rendered_and_kept(py, plt):
 def test_no_pyplot_no_figures(py):
     r = report(py, "1")
     assert r.displays == ()
+
+
+# ---- IPython display() ----------------------------------------------------------
+
+def test_ipython_display_goes_into_the_report(py):
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+    shell = InteractiveShell.instance()
+    seen = []
+    original = shell.display_pub.publish
+    shell.display_pub.publish = lambda data, metadata=None, **kw: seen.append(data)
+    try:
+        py.g["display"] = display
+        r = report(py, "class H:\n"
+                       "    def _repr_html_(self): return '<b>hi</b>'\n"
+                       "display(H())\ndisplay('plain')\nNone")
+        assert r.ok, r.traceback
+        assert [(d.mime, d.data) for d in r.displays] == [
+            ("text/html", "<b>hi</b>"), ("text/plain", "'plain'")]
+        assert seen == []  # not published to the host's front end
+        assert "[display 1: text/html, 9 characters]" in str(r)
+        display("host")  # the host's own display() still publishes
+        assert seen == [{"text/plain": "'host'"}]
+    finally:
+        shell.display_pub.publish = original
+
+
+def test_report_display_keeps_only_plain_copies(py):
+    from safepyrun import _engine
+    assert _engine.report_display({"text/plain": "x"}) is False  # no run here
+    py.g["rd"] = _engine.report_display
+    r = report(py, "class S(str):\n    pass\n"
+                   "rd({'text/plain': S('s'), 'image/png': b'\\x89PNG', "
+                   "'other': object(), 3: 'x'})")
+    assert r.value is True
+    [d] = r.displays
+    assert d.mime == "image/png" and type(d.data) is bytes
+
+
+# ---- out of memory at every step of a reported run ---------------------------
+
+OOM_REPORT_SWEEP = """
+import os, sys
+import _testcapi
+from safepyrun import _engine, allow
+
+def oom(k):
+    _testcapi.set_nomemory(k, k + 1)
+
+def tool():
+    os.system('true')
+
+allow(tool)
+g = {'os': os, 'oom': oom, 'tool': tool}
+runner = _engine.Runner(g, [], None, False, False, {}, None, False, 20)
+
+def one(code):
+    try:
+        runner.report(code).send(None)
+    except StopIteration as stop:
+        _testcapi.remove_mem_hooks()
+        rep = stop.value
+        assert isinstance(rep, dict) and set(rep) >= {'stdout', 'events'}, rep
+        return 'ok'
+    except (MemoryError, PermissionError, OSError):
+        _testcapi.remove_mem_hooks()
+        return 'error'
+    except BaseException as e:
+        _testcapi.remove_mem_hooks()
+        return type(e).__name__
+    finally:
+        _testcapi.remove_mem_hooks()
+    return 'ok'
+
+outcomes = {}
+for body in ["print('a' * 50)\\nimport sys\\nprint('e', file=sys.stderr)",
+             "open('/nonexistent/x', 'w')", "tool()", "1/0"]:
+    for k in range(0, 250):
+        res = one(f"oom({k})\\n{body}")
+        outcomes[res] = outcomes.get(res, 0) + 1
+print('outcomes', sorted(outcomes))
+try:
+    runner.report("print('fine')\\n6*7").send(None)
+except StopIteration as stop:
+    print('after', stop.value['value'], repr(stop.value['stdout']))
+"""
+
+
+@pytest.mark.skipif(os.environ.get("SAFEPYRUN_ASAN") == "1",
+                    reason="allocation failures are injected into pymalloc")
+@pytest.mark.skipif(sys.version_info >= (3, 13),
+                    reason="CPython 3.13's own out-of-memory paths crash under "
+                           "this sweep (see test_engine_c)")
+def test_out_of_memory_at_every_step_of_a_report_is_clean():
+    """One failed allocation at a time over a reported run (the router's
+    write, the events, the report's assembly): every outcome is a report or
+    a clean exception, and the host then runs a report normally."""
+    pytest.importorskip("_testcapi")
+    from test_engine_c import python_child
+    proc = python_child(OOM_REPORT_SWEEP, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcomes = proc.stdout.split("outcomes ")[1].splitlines()[0]
+    assert "SystemError" not in outcomes, outcomes
+    assert "after 42 'fine\\n'" in proc.stdout, proc.stdout + proc.stderr[-2000:]
