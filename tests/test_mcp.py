@@ -203,3 +203,34 @@ def test_example_client_config_is_valid_for_the_server():
     assert args.preset == ["matplotlib", "pandas"]
     assert args.allow == ["mytools:fetch_report"]
     assert args.timeout == 60.0
+
+
+HAS_MAX_MEMORY = "max_memory" in __import__("inspect").signature(
+    RunPython.__new__).parameters
+
+
+@pytest.mark.skipif(not HAS_MAX_MEMORY,
+                    reason="RunPython(max_memory=) comes with the limits-memory branch")
+def test_memory_limit_is_a_tool_error_and_the_server_goes_on():
+    async def steps(s):
+        big = await s.call_tool("python", {"code": "x = bytearray(500_000_000)"})
+        after = await s.call_tool("python", {"code": "'alive'"})
+        return big, after
+
+    big, after = session_run(["--max-memory", "100000000"], steps)
+    assert big.is_error
+    assert "MemoryError" in text_of(big)
+    assert not after.is_error and "'alive'" in text_of(after)
+
+
+@pytest.mark.skipif(HAS_TIMEOUT and HAS_MAX_MEMORY,
+                    reason="this build has both limits")
+def test_a_limit_this_build_lacks_is_refused_at_start():
+    import subprocess
+    flag = ["--timeout", "1"] if not HAS_TIMEOUT else ["--max-memory", "1000"]
+    out = subprocess.run([sys.executable, "-m", "safepyrun", "mcp", *flag],
+                         capture_output=True, text=True, timeout=LIMIT,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"safepyrun mcp: {flag[0]}: this build of "
+                                 "safepyrun has no ")
