@@ -34,10 +34,6 @@ from ._glue import forget_failed_imports, trim_to_cell
 __all__ = ["create_pyrun_magic", "load_ipython_extension",
            "unload_ipython_extension", "run_sync", "run_cell"]
 
-# The runner each shell's magic uses, by id(shell) (one per shell; changed
-# in place, since the module's names are pinned).
-_runners: dict[int, Any] = {}
-
 
 def run_sync(awaitable: Awaitable[Any]) -> Any:
     """Drive an awaitable to completion from synchronous code in this
@@ -139,7 +135,7 @@ async def run_cell(line: str, cell: str) -> Any:
     __tracebackhide__ = True  # IPython leaves this frame out
     from IPython import get_ipython
     shell = get_ipython()
-    pyrun = _runners.get(id(shell))
+    pyrun = _magic_runner(shell)
     if pyrun is None:
         raise RuntimeError("%%py: the safepyrun extension is not loaded "
                            "(%load_ext safepyrun)")
@@ -153,6 +149,24 @@ async def run_cell(line: str, cell: str) -> Any:
     except BaseException as e:
         forget_failed_imports(before)
         raise trim_to_cell(e)
+
+
+def _magic_runner(shell: Any) -> Any:
+    """The runner of the shell's registered ``%%py`` magic, read from the
+    magic function's closure: the engine pins both the magic table's entry
+    and that closure (_pin_magic), so no cell can slip another runner in
+    -- nor anything that is not an engine Runner."""
+    from ._engine import Runner
+    for table in _magic_tables(shell):
+        fn = table.get("py")
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if isinstance(value, Runner):
+                return value
+    return None
 
 
 def _quiet(cell: str) -> bool:
@@ -214,7 +228,6 @@ def create_pyrun_magic(shell: Any = None, pyrun: Any = None) -> Any:
     if pyrun is None:
         from . import RunPython
         pyrun = RunPython(shell.user_ns)
-    _runners[id(shell)] = pyrun
 
     def py(line: str, cell: str | None = None):
         __tracebackhide__ = True  # IPython leaves this frame out
@@ -304,6 +317,5 @@ def unload_ipython_extension(ip: Any) -> None:
     if isinstance(transformers, list):
         transformers[:] = [t for t in transformers
                            if not getattr(t, "safepyrun", False)]
-    _runners.pop(id(ip), None)
     for name in ("pyrun", "allow"):
         ip.user_ns.pop(name, None)

@@ -251,3 +251,30 @@ show(cell('%%py\\nimport matplotlib.pyplot as plt\\nlen(plt.plot([1, 2]))'))
     # (matplotlib reports that as an OSError caused by the refusal)
     assert got[0] in ("PermissionError", "OSError")
     assert got[1] == 1
+
+
+def test_a_cell_cannot_swap_the_runner_rewritten_cells_use(tmp_path):
+    target = tmp_path / "escaped.txt"
+    out = check_output(PRELUDE + f"""
+cell('%load_ext safepyrun')
+fn = shell.magics_manager.magics['cell']['py']
+show(cell('''%%py
+import sys
+class Fake:
+    ok_dests = None
+    def __call__(self, code, **kw):
+        async def go():
+            exec(code, {{}})
+        return go()
+fn = get_ipython().magics_manager.magics['cell']['py']
+cells = [c for c in fn.__closure__ if type(c.cell_contents).__name__ == 'RunPython']
+cells[0].cell_contents = Fake()
+get_ipython().magics_manager.magics['cell']['py'] = lambda line, cell: Fake()(cell)
+"swapped"'''))
+show(shell.magics_manager.magics['cell']['py'] is fn)
+show(cell("%%py\\nopen({str(target)!r}, 'w').write('x')").split(':')[0])
+""", tmp_path)
+    got = lines(out)
+    assert got[1] is True
+    assert got[2] == "PermissionError"
+    assert not target.exists()
