@@ -143,12 +143,64 @@ async def run_cell(line: str, cell: str) -> Any:
     # (depth=1: the notebook cell's frame, whose namespace is the user's).
     opts = _parse_line(shell.var_expand(line, depth=1) if line else line)
     awaitable = _start(pyrun, _transform(shell, cell), opts)
-    before = frozenset(sys.modules)
+    before, guard = frozenset(sys.modules), _Guard(shell)
     try:
         return await awaitable
     except BaseException as e:
         forget_failed_imports(before)
         raise trim_to_cell(e)
+    finally:
+        guard.restore()
+
+
+# IPython's input machinery: what these lists hold turns the *next* cell's
+# text or syntax tree into code IPython runs unsandboxed, and event
+# callbacks run as IPython's.  A cell can reach them (get_ipython()), so
+# whatever a %%py cell changes in them is put back when it ends (_Guard).
+_GUARDED_LISTS = (
+    ("", "input_transformers_cleanup"), ("", "input_transformers_post"),
+    ("", "ast_transformers"),
+    ("input_transformer_manager", "cleanup_transforms"),
+    ("input_transformer_manager", "line_transforms"),
+    ("input_transformer_manager", "token_transformers"),
+)
+
+
+class _Guard:
+    """A snapshot of the shell's input machinery (the lists above, the
+    event callbacks) taken before a %%py cell; ``restore()`` puts back
+    whatever the cell changed: rebound attributes and list contents."""
+
+    def __init__(self, shell: Any) -> None:
+        self.items: list[tuple[Any, str, Any, list]] = []
+        for owner_name, attr in _GUARDED_LISTS:
+            owner = getattr(shell, owner_name, None) if owner_name else shell
+            value = getattr(owner, attr, None)
+            if owner is not None and isinstance(value, list):
+                self.items.append((owner, attr, value, list(value)))
+        events = getattr(getattr(shell, "events", None), "callbacks", None)
+        self.events = events if isinstance(events, dict) else {}
+        self.callbacks = {k: (v, list(v)) for k, v in self.events.items()
+                          if isinstance(v, list)}
+
+    @staticmethod
+    def _same(now: list, before: list) -> bool:
+        return len(now) == len(before) and all(
+            a is b for a, b in zip(now, before))
+
+    def restore(self) -> None:
+        for owner, attr, lst, before in self.items:
+            if getattr(owner, attr, None) is not lst:
+                setattr(owner, attr, lst)
+            if not self._same(lst, before):
+                lst[:] = before
+        for key in [k for k in self.events if k not in self.callbacks]:
+            del self.events[key]
+        for key, (lst, before) in self.callbacks.items():
+            if self.events.get(key) is not lst:
+                self.events[key] = lst
+            if not self._same(lst, before):
+                lst[:] = before
 
 
 def _magic_runner(shell: Any) -> Any:
@@ -240,12 +292,14 @@ def create_pyrun_magic(shell: Any = None, pyrun: Any = None) -> Any:
         else:
             opts = _parse_line(line)
         awaitable = _start(pyrun, _transform(shell, cell), opts)
-        before = frozenset(sys.modules)
+        before, guard = frozenset(sys.modules), _Guard(shell)
         try:
             result = run_sync(awaitable)
         except BaseException as e:
             forget_failed_imports(before)
             raise trim_to_cell(e)
+        finally:
+            guard.restore()
         return None if _quiet(cell) else result
 
     py.__doc__ = ("Run the cell in the safepyrun sandbox (%%py [--ok-dest "

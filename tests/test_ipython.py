@@ -278,3 +278,35 @@ show(cell("%%py\\nopen({str(target)!r}, 'w').write('x')").split(':')[0])
     assert got[1] is True
     assert got[2] == "PermissionError"
     assert not target.exists()
+
+
+@pytest.mark.parametrize("install", [
+    "get_ipython().input_transformers_cleanup.insert(0, evil)",
+    "get_ipython().input_transformers_post.append(evil)",
+    "get_ipython().input_transformer_manager.line_transforms.append(evil)",
+    "get_ipython().input_transformers_post = [evil]",
+    "import ast\nclass T(ast.NodeTransformer):\n    def visit_Module(self, node):\n"
+    "        return ast.parse(evil([])[0])\nget_ipython().ast_transformers.append(T())",
+    "get_ipython().events.register('pre_run_cell', lambda *a: None)",
+])
+def test_a_cell_cannot_leave_code_in_ipythons_input_machinery(tmp_path, install):
+    marker = tmp_path / "escaped"
+    code = ("def evil(lines):\n"
+            f"    return [\"import os; os.system('touch {marker}')\\n\"]\n"
+            + install + "\n'installed'")
+    out = check_output(PRELUDE + f"""
+cell('%load_ext safepyrun')
+before = (list(shell.input_transformers_cleanup), list(shell.input_transformers_post),
+          list(shell.ast_transformers), list(shell.events.callbacks['pre_run_cell']))
+show(cell({('%%py' + chr(10) + code)!r}))
+show(cell('x_h11 = 1'))
+after = (list(shell.input_transformers_cleanup), list(shell.input_transformers_post),
+         list(shell.ast_transformers), list(shell.events.callbacks['pre_run_cell']))
+show(all(len(a) == len(b) and all(p is q for p, q in zip(a, b))
+         for a, b in zip(before, after)))
+show(shell.user_ns.get('x_h11'))
+""", tmp_path)
+    got = lines(out)
+    assert got[0] == "installed"
+    assert got[2] is True and got[3] == 1
+    assert not marker.exists()
