@@ -205,7 +205,8 @@ class RunPython(_engine.Runner):
         if ok_dests is UNSET:
             ok_dests = cls._default_ok_dests()
         self = super().__new__(cls, g, ok_dests, ban_imports, ban_defs, yolo,
-                               data, pre_deny, echo, max_output)
+                               data, pre_deny, echo=echo,
+                               max_output=max_output)
         cls._load_entry_points()  # only the first call reads them
         return self
 

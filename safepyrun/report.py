@@ -6,12 +6,9 @@ gives it a Python face, renders the matplotlib figures the cell made (as
 host code, after the cell has ended), and writes the compact text an LLM
 reads (``str(result)``) and the JSON the command line prints.
 """
-import base64
-import binascii
 import io
 import os
 import sys
-import traceback as _traceback
 from typing import Any, NamedTuple
 
 from . import _engine
@@ -116,6 +113,7 @@ class RunResult:
         error = raw["error"]
         tb = ""
         if error is not None:
+            import traceback as _traceback  # only when there is one
             tb = "".join(_traceback.format_exception(
                 type(error), error, error.__traceback__))
         return cls(value=raw["value"], stdout=raw["stdout"],
@@ -172,8 +170,9 @@ class RunResult:
                 prefix: str = "figure") -> dict:
         """The report as JSON-ready data.  Values that JSON cannot encode
         are given as their ``repr()``; PNG figures are written into
-        ``figure_dir`` (when given) and named by path, else left out with
-        their size only."""
+        ``figure_dir`` (when given) as ``figure1.png``, ... (``figure1-2.png``
+        when the name is taken) and named by path, else left out with their
+        size only."""
         import json
 
         def encodable(v: Any) -> Any:
@@ -190,10 +189,7 @@ class RunResult:
                 item.update(width=d.width, height=d.height)
             if isinstance(d.data, bytes):
                 if figure_dir is not None:
-                    path = os.path.join(os.fspath(figure_dir), f"{prefix}{i}.png")
-                    with open(path, "wb") as f:
-                        f.write(d.data)
-                    item["path"] = path
+                    item["path"] = _write_new(figure_dir, f"{prefix}{i}", d.data)
                 item["bytes"] = len(d.data)
             else:
                 item["data"] = d.data
@@ -215,6 +211,21 @@ class RunResult:
         }
 
 
+def _write_new(directory: "str | os.PathLike", stem: str, data: bytes) -> str:
+    """Write ``data`` to ``directory/stem.png``, or ``stem-2.png``, ... when
+    that name is taken (an existing file is never replaced).  The path."""
+    n = 1
+    while True:
+        name = f"{stem}.png" if n == 1 else f"{stem}-{n}.png"
+        path = os.path.join(os.fspath(directory), name)
+        try:
+            with open(path, "xb") as f:
+                f.write(data)
+            return path
+        except FileExistsError:
+            n += 1
+
+
 # ---- IPython display() ---------------------------------------------------------
 # Mime types in the order a report prefers them: an image first (what a
 # multimodal LLM can look at), then markup, then text.
@@ -229,6 +240,8 @@ def _display_of(data: dict) -> "Display | None":
         if value is None:
             continue
         if mime in ("image/png", "image/jpeg") and isinstance(value, str):
+            import base64
+            import binascii
             try:
                 value = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):

@@ -361,12 +361,14 @@ sp_report_finish(SpRun *run, PyObject *value, PyObject *error)
     if (displays == NULL) {
         goto done;
     }
-    res = Py_BuildValue("{sOsOsOsOsOsnsdsO}",
+    /* peak_memory: None until the memory limit reports the run's peak. */
+    res = Py_BuildValue("{sOsOsOsOsOsnsdsOsO}",
                         "value", value != NULL ? value : Py_None,
                         "error", error != NULL ? error : Py_None,
                         "stdout", out, "stderr", err, "events", events,
                         "events_dropped", r->events_dropped,
-                        "elapsed", elapsed, "displays", displays);
+                        "elapsed", elapsed, "displays", displays,
+                        "peak_memory", Py_None);
 done:
     Py_XDECREF(out);
     Py_XDECREF(err);

@@ -47,7 +47,8 @@ void sp_report_event(SpRun *run, const char *event, PyObject *args,
 void sp_report_close(SpRun *run);
 
 /* Close `run`'s report and describe the run as a dict: value, error,
- * stdout, stderr, events, events_dropped, elapsed.  `value` and `error`
+ * stdout, stderr, events, events_dropped, elapsed, displays, peak_memory
+ * (None for now).  `value` and `error`
  * are borrowed (either may be NULL: None).  New reference or NULL. */
 PyObject *sp_report_finish(SpRun *run, PyObject *value, PyObject *error);
 

@@ -96,7 +96,7 @@ runner_parse_max_output(PyObject *obj, Py_ssize_t *out)
 }
 
 /* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None,
- *        pre_deny=None, echo=False, max_output=None) */
+ *        pre_deny=None, *, echo=False, max_output=None) */
 static PyObject *
 runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -112,7 +112,7 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (sp_gate_refuse_inside("create a runner") < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOOpO:Runner", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO$pO:Runner", kwlist,
                                      &g, &ok_dests, &banned, &ban_defs, &yolo,
                                      &data, &pre_deny, &echo, &max_output_obj)) {
         return NULL;

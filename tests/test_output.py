@@ -396,3 +396,31 @@ def test_cell_function_called_later_by_the_host_is_still_restricted(py, host_out
             py.g["grab_"]()
         sys.stdout.write("host")
         assert host_out[0].getvalue() == "host"
+
+
+def test_a_run_cannot_read_another_runs_output(host_out):
+    """The report lives in the run object, which offers a cell its policy's
+    ok_dests and yolo only; the garbage collector's views are refused."""
+    a = RunPython(host_ns(), ok_dests=[])
+    b = RunPython(host_ns(), ok_dests=[])
+
+    async def both():
+        started = asyncio.Event()
+        a.g["started"] = b.g["started"] = started
+        ra = a.run("import asyncio\nprint('secret of A')\nstarted.set()\n"
+                   "await asyncio.sleep(0.05)")
+        rb = b.run("import asyncio, contextvars, gc\nawait started.wait()\n"
+                   "runs = [v for k, v in contextvars.copy_context().items()\n"
+                   "        if type(v).__name__ == 'Run']\n"
+                   "found = [a for r in runs for a in dir(r)\n"
+                   "         if 'report' in a or 'out' in a]\n"
+                   "try:\n    gc.get_objects()\nexcept PermissionError:\n"
+                   "    found.append('refused')\n"
+                   "found")
+        return await asyncio.gather(ra, rb)
+
+    with host_out:
+        ra, rb = asyncio.run(both())
+    assert ra.stdout == "secret of A\n"
+    assert rb.value == ["refused"], rb
+    assert "secret" not in rb.stdout

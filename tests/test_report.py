@@ -316,28 +316,41 @@ def test_no_pyplot_no_figures(py):
 
 # ---- IPython display() ----------------------------------------------------------
 
-def test_ipython_display_goes_into_the_report(py):
+IPYTHON_DISPLAY = """
+import asyncio, json
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.display import display
+from safepyrun import RunPython
+shell = InteractiveShell.instance()
+seen = []
+shell.display_pub.publish = lambda data, metadata=None, **kw: seen.append(data)
+py = RunPython({'display': display}, ok_dests=[])
+r = asyncio.run(py.run("class H:\\n"
+                       "    def _repr_html_(self): return '<b>hi</b>'\\n"
+                       "display(H())\\ndisplay('plain')\\nNone"))
+assert r.ok, r.traceback
+print('displays', json.dumps([(d.mime, d.data) for d in r.displays]))
+print('seen', json.dumps(seen))
+print('text', json.dumps(str(r)))
+display('host')  # the host's own display() still publishes
+print('after', json.dumps(seen))
+"""
+
+
+def test_ipython_display_goes_into_the_report(tmp_path):
+    """In a real IPython shell (a child process: the shell outlives its
+    test), display() in a run goes into the report, not to the front end;
+    the host's own display() still publishes."""
     pytest.importorskip("IPython")
-    from IPython.core.interactiveshell import InteractiveShell
-    from IPython.display import display
-    shell = InteractiveShell.instance()
-    seen = []
-    original = shell.display_pub.publish
-    shell.display_pub.publish = lambda data, metadata=None, **kw: seen.append(data)
-    try:
-        py.g["display"] = display
-        r = report(py, "class H:\n"
-                       "    def _repr_html_(self): return '<b>hi</b>'\n"
-                       "display(H())\ndisplay('plain')\nNone")
-        assert r.ok, r.traceback
-        assert [(d.mime, d.data) for d in r.displays] == [
-            ("text/html", "<b>hi</b>"), ("text/plain", "'plain'")]
-        assert seen == []  # not published to the host's front end
-        assert "[display 1: text/html, 9 characters]" in str(r)
-        display("host")  # the host's own display() still publishes
-        assert seen == [{"text/plain": "'host'"}]
-    finally:
-        shell.display_pub.publish = original
+    from trust_helpers import check_output
+    out = dict(line.split(" ", 1) for line in
+               check_output(IPYTHON_DISPLAY, tmp_path).splitlines()
+               if line.split(" ", 1)[0] in ("displays", "seen", "text", "after"))
+    assert json.loads(out["displays"]) == [["text/html", "<b>hi</b>"],
+                                           ["text/plain", "'plain'"]]
+    assert json.loads(out["seen"]) == []
+    assert "[display 1: text/html, 9 characters]" in json.loads(out["text"])
+    assert json.loads(out["after"]) == [{"text/plain": "'host'"}]
 
 
 def test_report_display_keeps_only_plain_copies(py):
@@ -367,7 +380,7 @@ def tool():
 
 allow(tool)
 g = {'os': os, 'oom': oom, 'tool': tool}
-runner = _engine.Runner(g, [], None, False, False, {}, None, False, 20)
+runner = _engine.Runner(g, [], None, False, False, {}, None, max_output=20)
 
 def one(code):
     try:
@@ -417,3 +430,43 @@ def test_out_of_memory_at_every_step_of_a_report_is_clean():
     outcomes = proc.stdout.split("outcomes ")[1].splitlines()[0]
     assert "SystemError" not in outcomes, outcomes
     assert "after 42 'fine\\n'" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+def only_csv(obj, args, kwargs, data):
+    if not str(args[0]).endswith(".csv"):
+        raise PermissionError("only .csv files")
+
+
+def save_csv(path):
+    with open(path, "w") as f:
+        f.write("a,b\n")
+
+
+def test_call_refused_by_its_policy_is_a_denied_call_event(tmp_path):
+    allow(save_csv, allow_policy=only_csv)
+    try:
+        py = RunPython(host_ns(save_csv=save_csv), ok_dests=[])
+        r = report(py, f"save_csv({str(tmp_path / 'x.sh')!r})")
+        assert isinstance(r.error, PermissionError)
+        assert not (tmp_path / "x.sh").exists()
+        assert [(e.name, e.args, e.verdict) for e in r.events] == [
+            ("call", ("save_csv",), "denied")]
+        r = report(py, f"save_csv({str(tmp_path / 'x.csv')!r})")
+        assert r.ok, r.traceback
+        assert [(e.name, e.verdict, e.by) for e in r.events] == [
+            ("open", "allowed", f"{__name__}.save_csv")]
+    finally:
+        disallow(save_csv, None, only_csv)
+
+
+def test_to_json_writes_figures_without_replacing_files(py, plt, tmp_path):
+    py.g["plt"] = plt
+    (tmp_path / "figure1.png").write_bytes(b"mine")
+    r = report(py, "plt.figure(figsize=(1, 1), dpi=20)\nplt.plot([1])\nNone")
+    data = r.to_json(figure_dir=tmp_path)
+    [fig] = data["displays"]
+    assert fig["path"] == str(tmp_path / "figure1-2.png")
+    assert (tmp_path / "figure1.png").read_bytes() == b"mine"
+    assert (tmp_path / "figure1-2.png").read_bytes() == r.displays[0].data
+    assert (fig["width"], fig["height"], fig["bytes"]) == (20, 20, len(r.displays[0].data))
+    assert "path" not in r.to_json()["displays"][0]
