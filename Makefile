@@ -21,8 +21,8 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined -O1 -g
 DEBUG_FLAGS := -O0 -g3 -UNDEBUG
 VENVS := .venv
-TEST_DEPS := pytest hypothesis numpy pandas matplotlib ipython atheris 'mcp>=2,<3' \
-             nbclient nbformat ipykernel build
+TEST_DEPS := pytest hypothesis numpy pandas matplotlib ipython atheris scipy \
+             scikit-learn pillow 'mcp>=2,<3' nbclient nbformat ipykernel build
 
 .PHONY: demo test test-one asan debug clean
 

@@ -29,13 +29,14 @@ from . import _engine
 from . import report as _report
 from .report import Display, RunEvent, RunResult
 from ._engine import (AllowPolicy, CallInfo, DenyInfo, OpenWritePolicy,
-                      PathWritePolicy, PosAllowPolicy, chk_dest, in_run,
+                      PathWritePolicy, PosAllowPolicy, RawDenyInfo, chk_dest,
+                      in_run,
                       set_data, should_export, srcfn, track_call)
 
 __all__ = ["RunPython", "allow", "allow_imports", "AllowPolicy",
            "PosAllowPolicy", "PathWritePolicy", "OpenWritePolicy", "chk_dest",
            "set_data", "track_call", "find_var", "should_export", "srcfn",
-           "default_ok_dests", "DenyInfo", "CallInfo", "UNSET",
+           "default_ok_dests", "DenyInfo", "CallInfo", "RawDenyInfo", "UNSET",
            "RunResult", "RunEvent", "Display"]
 
 
@@ -191,6 +192,7 @@ class RunPython(_engine.Runner):
                 ban_defs: bool = False, yolo: bool = False,
                 pre_deny: Callable[[DenyInfo], bool | None] | None = None,
                 echo: bool = False, max_output: int | None = None,
+                max_memory: int | None = None,
                 **data: Any) -> RunPython:
         """A runner for ``g`` (default: the IPython user namespace, else the
         caller's namespace holding ``sentinel``, else ``__main__``'s).
@@ -199,6 +201,9 @@ class RunPython(_engine.Runner):
         ``echo``: ``python.run()`` also shows the output it captures on the
         host's streams (``python(code)`` always shows it).  ``max_output``:
         characters of each stream a ``python.run()`` report keeps.
+        ``max_memory``: bytes a cell may allocate while it runs (None: no
+        cap); past it the cell gets ``MemoryError`` and what it built is
+        freed.  ``await python(code, max_memory=...)`` overrides it per call.
         Other keywords are data handed to policies.  Refused inside a run."""
         if g is None:
             g = cls._host_namespace(sentinel)
@@ -206,7 +211,8 @@ class RunPython(_engine.Runner):
             ok_dests = cls._default_ok_dests()
         self = super().__new__(cls, g, ok_dests, ban_imports, ban_defs, yolo,
                                data, pre_deny, echo=echo,
-                               max_output=max_output)
+                               max_output=max_output,
+                               max_memory=max_memory)
         cls._load_entry_points()  # only the first call reads them
         return self
 

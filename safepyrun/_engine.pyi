@@ -23,6 +23,10 @@ class Cell:
     def send(self, value: Any, /) -> Any: ...
     def throw(self, typ: Any, val: Any = ..., tb: Any = ..., /) -> Any: ...
     def close(self) -> None: ...
+    @property
+    def peak_memory(self) -> int | None:
+        """Bytes the cell had allocated at its high-water mark (counted
+        while it ran), or None when it ran without a memory cap."""
 
 class Runner:
     """A host namespace and the policy its cells run under (refused inside
@@ -31,15 +35,20 @@ class Runner:
                 banned: Sequence[str] | None = None, ban_defs: bool = False,
                 yolo: bool = False, data: dict[str, Any] | None = None,
                 pre_deny: Callable[[DenyInfo], bool | None] | None = None,
-                *, echo: bool = False, max_output: int | None = None) -> Runner: ...
+                *, echo: bool = False, max_output: int | None = None,
+                max_memory: int | None = None) -> Runner: ...
     def run(self, code: str, /) -> Cell: ...
-    def report(self, code: str, echo: bool | None = None) -> Cell:
+    def report(self, code: str, echo: bool | None = None, *,
+               max_memory: int | None = ...) -> Cell:
         """A Cell whose value is the run report: a dict with value, error,
         stdout, stderr, events ((name, args, verdict, by) tuples),
-        events_dropped, elapsed and displays ({mime: data} dicts); the
-        cell's errors go in it.  RunPython.run makes it a RunResult."""
+        events_dropped, elapsed, displays ({mime: data} dicts) and
+        peak_memory; the cell's errors go in it.  RunPython.run makes it a
+        RunResult."""
         ...
-    def __call__(self, code: str) -> Cell: ...
+    def __call__(self, code: str, *, max_memory: int | None = ...) -> Cell:
+        """A Cell for `code`; `max_memory` (bytes, or None for no cap)
+        replaces the runner's cap for this call."""
     @property
     def g(self) -> dict[str, Any]: ...
     @property
@@ -56,6 +65,9 @@ class Runner:
     def ban_defs(self) -> bool: ...
     @property
     def yolo(self) -> bool: ...
+    @property
+    def max_memory(self) -> int | None:
+        """Bytes a cell may allocate, or None for no cap."""
     @property
     def echo(self) -> bool: ...
     @property
@@ -91,17 +103,30 @@ class OutputRouter:
     def __getattr__(self, name: str) -> Any: ...
 
 class CallInfo(NamedTuple):
+    fn: Callable[..., Any] | None
+    args: list[Any]
+    kwargs: dict[str, Any]
     module: str | None
     qualname: str
     name: str
-    args: list[Any]
-    kwargs: dict[str, Any]
+    frame: Any
+    source: str
+
+class RawDenyInfo(NamedTuple):
+    args: tuple[Any, ...]
+    frame: Any
+    msg: str
+    calls: list[CallInfo]
 
 class DenyInfo(NamedTuple):
     event: str
-    args: tuple[Any, ...]
+    args: list[Any]
+    kwargs: dict[str, Any]
     data: Mapping[str, Any]
     calls: list[CallInfo]
+    call: CallInfo | None
+    raw: RawDenyInfo
+    def find(self, name: str) -> CallInfo | None: ...
 
 class Tracked:
     """A function wrapped by track_call."""
@@ -171,6 +196,9 @@ def set_default_ok_dests(dests: Sequence[_Path] | None, /) -> None: ...
 def get_default_ok_dests() -> list[str] | None: ...
 def in_run() -> bool: ...
 def is_cell_code(code_or_function: Any, /) -> bool: ...
+def memory_hooks_installed() -> bool:
+    """Whether the memory cap's allocator hooks are installed (once any
+    runner or call was given max_memory; they stay installed)."""
 def track_call(fn: Callable[..., Any], /) -> Tracked: ...
 
 # the run report

@@ -8,6 +8,7 @@ side effects refused.
     python -m safepyrun script.py    # the same
     safepyrun mcp --ok-dest out      # the MCP server (safepyrun[mcp])
     safepyrun --ok-dest out job.py   # allow writes under ./out
+    safepyrun --max-memory 512M job.py   # a MemoryError past 512 MiB
     safepyrun --json job.py          # the run report as JSON
     safepyrun --max-output 10000 job.py  # cut long output, with a marker
 
@@ -23,10 +24,27 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 
 from . import UNSET, RunPython, RunResult, __version__
 from ._glue import format_cell_exception, rename_cell_files
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from a size such as ``1000000``, ``512M``, ``2G``, ``1.5GiB``
+    (K, M, G, T are powers of 1024; a trailing ``B`` or ``iB`` is allowed)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text,
+                     re.IGNORECASE)
+    if m is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r} (use bytes or a suffix: 512M, 2G)")
+    size = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a directory the code may write under "
                              "(repeatable; default: the config's "
                              "default_ok_dests)")
+    parser.add_argument("--max-memory", type=parse_size, default=None,
+                        metavar="SIZE",
+                        help="memory the code may allocate (bytes, or 512M, 2G); "
+                             "past it the code gets MemoryError")
     parser.add_argument("--json", action="store_true",
                         help="print the run report as JSON (figures go into "
                              "the first --ok-dest directory)")
@@ -87,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args.shown_name = shown_name
     python = RunPython(namespace,
                        ok_dests=UNSET if args.ok_dest is None else args.ok_dest,
-                       max_output=args.max_output)
+                       max_output=args.max_output,
+                       max_memory=args.max_memory)
     if args.json or args.max_output is not None:
         return _report(python, code, args)
     try:

@@ -45,9 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None,
                         metavar="SECONDS",
                         help="time limit of each tool call")
-    parser.add_argument("--max-memory", type=int, default=None,
-                        metavar="BYTES",
-                        help="memory a tool call may allocate")
+    from .cli import parse_size
+    parser.add_argument("--max-memory", type=parse_size, default=None,
+                        metavar="SIZE",
+                        help="memory a tool call may allocate (bytes, or "
+                             "512M, 2G)")
 
 
 def _accepts(name: str) -> bool:

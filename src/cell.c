@@ -65,6 +65,9 @@ typedef struct {
     PyObject *seen;    /* owned or NULL: tasks not to await (existed before,
                           or already awaited); NULL when no loop runs */
     PyObject *error;   /* owned or NULL: first failure of a cell task */
+    PyObject *before;  /* owned or NULL: with a memory cap, a copy of the
+                          namespace as the cell found it (put back when
+                          the cap stops the cell) */
     int has_result;
     int ban_defs;      /* the checks refuse def/class */
     int checks;        /* the syntax-tree checks apply (not yolo) */
@@ -94,6 +97,7 @@ cell_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->waiter);
     Py_VISIT(c->seen);
     Py_VISIT(c->error);
+    Py_VISIT(c->before);
     Py_VISIT(c->streams.own[0]);
     Py_VISIT(c->streams.own[1]);
     return 0;
@@ -114,11 +118,15 @@ cell_tp_clear(PyObject *self)
     Py_CLEAR(c->waiter);
     Py_CLEAR(c->seen);
     Py_CLEAR(c->error);
+    Py_CLEAR(c->before);
     sp_output_clear(&c->streams);
-    if (c->run != NULL && c->report_mode) {
-        /* Never finished: what the run's tasks write from now on goes to
-         * the host. */
-        sp_report_close(c->run);
+    if (c->run != NULL) {
+        sp_memcap_end(c->run->mem); /* a cell dropped before it finished */
+        if (c->report_mode) {
+            /* Never finished: what the run's tasks write from now on goes
+             * to the host. */
+            sp_report_close(c->run);
+        }
     }
     Py_CLEAR(c->run);
     return 0;
@@ -140,7 +148,7 @@ sp_cell_new(PyObject *g, PyObject *ns, PyObject *synced, SpRun *run,
     cell->run = (SpRun *)Py_NewRef(run);
     cell->source = Py_NewRef(source);
     cell->code = cell->globals = cell->coro = cell->waiter = NULL;
-    cell->seen = cell->error = NULL;
+    cell->seen = cell->error = cell->before = NULL;
     cell->has_result = 0;
     cell->ban_defs = ban_defs;
     cell->checks = checks;
@@ -408,6 +416,56 @@ cell_tb_in_cell(PyObject *tb)
     return is_cell;
 }
 
+/* Whether `exc` is the cell being stopped by its memory cap: a
+ * MemoryError in a run whose cap refused an allocation. */
+static int
+cell_memory_stopped(SpCell *self, PyObject *exc)
+{
+    return exc != NULL && self->run->mem != NULL &&
+           sp_memcap_tripped(self->run->mem) &&
+           PyErr_GivenExceptionMatches(exc, PyExc_MemoryError);
+}
+
+/* When the memory cap stopped the cell, free what it built: its namespace
+ * is put back as it found it (nothing is exported) and the frames of its
+ * traceback drop their locals.  Keeps the pending exception. */
+static void
+cell_drop_partial(SpCell *self)
+{
+    PyObject *exc = sp_err_get_raised();
+    if (!cell_memory_stopped(self, exc) || self->before == NULL ||
+        self->globals == NULL) {
+        sp_err_set_raised(exc);
+        return;
+    }
+    PyObject *keys = PyDict_Keys(self->globals);
+    for (Py_ssize_t i = 0; keys != NULL && i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        int had = PyDict_Contains(self->before, key);
+        if (had < 0 || (had == 0 && PyDict_DelItem(self->globals, key) < 0)) {
+            PyErr_Clear();
+        }
+    }
+    Py_XDECREF(keys);
+    if (PyDict_Update(self->globals, self->before) < 0) {
+        PyErr_Clear();
+    }
+    Py_CLEAR(self->before);
+    PyObject *tb = PyException_GetTraceback(exc); /* owned */
+    for (PyObject *walk = tb; walk != NULL && walk != Py_None;
+         walk = (PyObject *)((PyTracebackObject *)walk)->tb_next) {
+        PyObject *res = PyObject_CallMethod(
+            (PyObject *)((PyTracebackObject *)walk)->tb_frame, "clear", NULL);
+        if (res == NULL) {
+            PyErr_Clear(); /* a frame still running keeps its locals */
+        }
+        Py_XDECREF(res);
+    }
+    Py_XDECREF(tb);
+    sp_memcap_trim();
+    sp_err_set_raised(exc);
+}
+
 /* Rewrite the pending exception for the host: a wrapped refusal is
  * unwrapped, and the traceback starts at the cell's first frame. */
 static void
@@ -420,6 +478,28 @@ cell_fix_error(SpCell *self)
     PyObject *denial = cell_find_denial(self->run, exc);
     if (denial != NULL && denial != exc) {
         Py_SETREF(exc, Py_NewRef(denial));
+    }
+    if (cell_memory_stopped(self, exc)) {
+        /* Deep inside, MemoryError often has no message (CPython's
+         * preallocated one): the host gets one naming the cap, with what
+         * was raised as its cause. */
+        char cap[32];
+        sp_memcap_format(sp_memcap_cap(self->run->mem), cap, sizeof(cap));
+        PyObject *err = PyObject_CallFunction(
+            PyExc_MemoryError, "N",
+            PyUnicode_FromFormat("cell exceeded its memory limit of %s", cap));
+        if (err == NULL) {
+            PyErr_Clear(); /* keep the MemoryError rather than nothing */
+        }
+        else {
+            PyObject *tb = PyException_GetTraceback(exc);
+            if (tb != NULL) {
+                PyException_SetTraceback(err, tb);
+                Py_DECREF(tb);
+            }
+            PyException_SetCause(err, exc); /* steals exc */
+            exc = err;
+        }
     }
     if (self->checks && PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)) {
         /* sys.exit()/exit() in a cell would end the host: a refusal, with
@@ -476,6 +556,7 @@ cell_throw_into(PyObject *it, PyObject *exc, PyObject **out)
 typedef struct {
     sp_monitor_saved monitor;
     sp_caches_snapshot caches;
+    sp_memcap_step mem;
     PyObject *token; /* owned until cell_leave: the run context's token */
 } cell_step;
 
@@ -505,6 +586,9 @@ cell_enter(SpCell *self, cell_step *step)
         }
         return -1;
     }
+    /* Last in, first out: the engine's own entering and leaving is not
+     * charged to the cell's memory cap. */
+    sp_memcap_step_enter(self->run->mem, &step->mem);
     return 0;
 }
 
@@ -513,6 +597,7 @@ cell_enter(SpCell *self, cell_step *step)
 static int
 cell_leave(SpCell *self, cell_step *step)
 {
+    sp_memcap_step_leave(&step->mem);
     int left = sp_context_leave(step->token);
     step->token = NULL;
     sp_caches_restore(&step->caches);
@@ -597,6 +682,10 @@ cell_start(SpCell *self)
     /* As exec() does: without __builtins__ a cell's imports misbehave. */
     if (PyDict_SetDefault(self->globals, cell_global->builtins_name,
                           PyEval_GetBuiltins()) == NULL) {
+        return -1;
+    }
+    if (self->run->mem != NULL &&
+        (self->before = PyDict_Copy(self->globals)) == NULL) {
         return -1;
     }
     if (cell_begin(self) < 0 || sp_guards_before_run() < 0) {
@@ -742,6 +831,7 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
                 goto fail;
             }
             self->state = CELL_FINISHED;
+            sp_memcap_end(self->run->mem);
             if (self->report_mode) {
                 *out = sp_report_finish(self->run, result, NULL);
                 Py_DECREF(result);
@@ -760,8 +850,10 @@ fail:
     self->state = CELL_FINISHED;
     Py_CLEAR(self->coro);
     Py_CLEAR(self->waiter);
+    cell_drop_partial(self);
     cell_export_on_error(self);
     cell_fix_error(self);
+    sp_memcap_end(self->run->mem);
     if (self->report_mode) {
         return cell_report_error(self, out);
     }
@@ -841,6 +933,20 @@ cell_close(PyObject *self, PyObject *unused)
 }
 
 static PyObject *
+cell_get_peak_memory(PyObject *self, void *c)
+{
+    (void)c;
+    return sp_memcap_run_peak(((SpCell *)self)->run);
+}
+
+static PyGetSetDef cell_getset[] = {
+    {"peak_memory", cell_get_peak_memory, NULL,
+     "Bytes the cell had allocated at its high-water mark (counted while "
+     "its steps ran), or None without a memory cap.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyObject *
 cell_am_await(PyObject *self)
 {
     return Py_NewRef(self);
@@ -894,6 +1000,7 @@ static PyType_Slot cell_slots[] = {
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, cell_tp_iternext},
     {Py_tp_methods, cell_methods},
+    {Py_tp_getset, cell_getset},
     {Py_am_await, cell_am_await},
     {Py_am_send, cell_am_send},
     {0, NULL},

@@ -45,6 +45,8 @@ run_tp_clear(PyObject *self)
     Py_CLEAR(run->data);
     Py_CLEAR(run->denials);
     Py_CLEAR(run->pre_deny);
+    sp_memcap_release(run->mem);
+    run->mem = NULL;
     Py_CLEAR(run->report);
     return 0;
 }
@@ -128,6 +130,7 @@ sp_context_new_run(PyObject *ok_dests, PyObject *data, PyObject *pre_deny,
     run->pre_deny = pre_deny == Py_None ? NULL : Py_NewRef(pre_deny);
     run->yolo = yolo;
     run->later = 0;
+    run->mem = NULL;
     run->report = NULL;
     run->denials = PyList_New(0);
     if (run->denials == NULL) {
@@ -262,4 +265,27 @@ sp_context_new_twin(SpRun *run)
         twin->later = 1;
     }
     return twin;
+}
+
+int
+sp_context_set_memcap(SpRun *run, size_t cap)
+{
+    if (cap == 0) {
+        return 0;
+    }
+    if (sp_memcap_install() < 0) {
+        return -1;
+    }
+    sp_memcap_release(run->mem);
+    run->mem = sp_memcap_new(cap);
+    return run->mem == NULL ? -1 : 0;
+}
+
+PyObject *
+sp_memcap_run_peak(SpRun *run)
+{
+    if (run->mem == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromSize_t(sp_memcap_peak(run->mem));
 }

@@ -10,6 +10,7 @@
 #define SP_CONTEXT_H
 
 #include "compat.h"
+#include "memcap.h"
 
 /* The policy of one cell run.  Immutable after creation except `denials`.
  * Kept alive by the cell that created it and by every context copy that
@@ -23,6 +24,8 @@ typedef struct {
                            raised in this run, newest last, bounded; the
                            runner unwraps wrapped errors by identity */
     PyObject *pre_deny; /* owned or NULL: host hook called before a refusal */
+    sp_memcap_account *mem; /* owned (C memory) or NULL: the memory cap's
+                               account (memcap.c); never on a twin */
     int yolo;           /* nonzero: nothing is gated */
     int later;          /* nonzero: the policy twin that gates a cell's code
                            after its run (records no denials: see
@@ -72,6 +75,14 @@ int sp_context_leave_var(PyObject *var, PyObject *token);
 /* A copy of `run` that gates a cell's code after its run (`later` set:
  * it records no denials).  New reference or NULL. */
 SpRun *sp_context_new_twin(SpRun *run);
+
+/* The run's memory cap account: `cap` bytes, 0 for none.  0 / -1. */
+int sp_context_set_memcap(SpRun *run, size_t cap);
+
+/* The bytes the run had counted at its high-water mark (the run report's
+ * peak_memory): a new reference to an int, or None when the run has no
+ * memory cap (nothing is counted then). */
+PyObject *sp_memcap_run_peak(SpRun *run);
 
 /* Remember `exc` (a PermissionError the hook is raising) in `run`. */
 int sp_context_record_denial(SpRun *run, PyObject *exc);

@@ -28,6 +28,7 @@
 
 #include "context.h"
 #include "gate.h"
+#include "libcache.h"
 #include "paths.h"
 #include "registry.h"
 #include "report.h"
@@ -309,7 +310,9 @@ hook_deny(SpRun *run, const sp_rule *rule, const char *event, PyObject *args,
         Py_XDECREF(by);
         return trusted < 0 ? -1 : 0;
     }
-    int pre = sp_trust_pre_deny(run, event, args);
+    int pre = sp_trust_pre_deny(run, event, args,
+                                rule != NULL && rule->what != NULL
+                                    ? rule->what : "raise an unknown audit event");
     if (pre != 0) {
         Py_DECREF(refusals);
         if (pre > 0 && run->report != NULL) {
@@ -493,6 +496,16 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
         }
         judged = 1;
         if (ok == 0) {
+            /* A library's first import creating its caches. */
+            int lib = sp_libcache_allows(run, resolved,
+                                         strcmp(event, "os.mkdir") == 0);
+            if (lib != 0) {
+                Py_DECREF(resolved);
+                if (lib < 0) {
+                    return -1;
+                }
+                continue;
+            }
             PyObject *detail = hook_write_detail(run->ok_dests, path, resolved);
             Py_DECREF(resolved);
             if (detail == NULL) {
@@ -741,6 +754,16 @@ hook_judge(SpRun *run, const sp_rule *rule, const char *event,
         int in_to_thread = hook_in_to_thread();
         if (in_to_thread != 0) {
             return in_to_thread < 0 ? -1 : 0;
+        }
+        /* A library's first import starting a helper thread: the thread
+         * runs under this run's gate. */
+        int in_import = sp_libcache_in_import(run);
+        if (in_import > 0) {
+            PyObject *fn = hook_arg(args, 0);
+            in_import = fn == NULL ? 0 : sp_threads_adopt(run, fn);
+        }
+        if (in_import != 0) {
+            return in_import < 0 ? -1 : 0;
         }
         break;
     }

@@ -347,7 +347,7 @@ sp_report_finish(SpRun *run, PyObject *value, PyObject *error)
 {
     SpReport *r = (SpReport *)run->report;
     PyObject *out = NULL, *err = NULL, *events = NULL, *displays = NULL;
-    PyObject *res = NULL;
+    PyObject *res = NULL, *peak = NULL;
     if (r == NULL) {
         PyErr_SetString(PyExc_SystemError, "safepyrun: the run has no report");
         return NULL;
@@ -358,18 +358,19 @@ sp_report_finish(SpRun *run, PyObject *value, PyObject *error)
     err = out == NULL ? NULL : report_stream_text(r, SP_REPORT_STDERR);
     events = err == NULL ? NULL : PyList_AsTuple(r->events);
     displays = events == NULL ? NULL : PyList_AsTuple(r->displays);
-    if (displays == NULL) {
+    peak = displays == NULL ? NULL : sp_memcap_run_peak(run);
+    if (peak == NULL) {
         goto done;
     }
-    /* peak_memory: None until the memory limit reports the run's peak. */
     res = Py_BuildValue("{sOsOsOsOsOsnsdsOsO}",
                         "value", value != NULL ? value : Py_None,
                         "error", error != NULL ? error : Py_None,
                         "stdout", out, "stderr", err, "events", events,
                         "events_dropped", r->events_dropped,
                         "elapsed", elapsed, "displays", displays,
-                        "peak_memory", Py_None);
+                        "peak_memory", peak);
 done:
+    Py_XDECREF(peak);
     Py_XDECREF(out);
     Py_XDECREF(err);
     Py_XDECREF(events);

@@ -248,8 +248,11 @@ show(cell('%%py\\nimport matplotlib.pyplot as plt\\nlen(plt.plot([1, 2]))'))
                     "MPLBACKEND": "Agg"})
     got = lines(out)
     # refused while matplotlib sets up its config and cache directories
-    # (matplotlib reports that as an OSError caused by the refusal)
-    assert got[0] in ("PermissionError", "OSError")
+    # (matplotlib reports that as an OSError caused by the refusal), or,
+    # where the engine leaves such caches to the library (libcache.c), not
+    # refused at all; test_refused_import_leaves_no_half_package holds the
+    # refused case exactly
+    assert got[0] in ("PermissionError", "OSError", None)
     assert got[1] == 1
 
 

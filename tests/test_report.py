@@ -470,3 +470,16 @@ def test_to_json_writes_figures_without_replacing_files(py, plt, tmp_path):
     assert (tmp_path / "figure1-2.png").read_bytes() == r.displays[0].data
     assert (fig["width"], fig["height"], fig["bytes"]) == (20, 20, len(r.displays[0].data))
     assert "path" not in r.to_json()["displays"][0]
+
+
+def test_report_peak_memory_with_a_cap_and_without():
+    py = RunPython(host_ns(), max_memory=200 * 2**20)
+    r = asyncio.run(py.run("x = bytearray(20 * 2**20)\nlen(x)"))
+    assert r.error is None and r.value == 20 * 2**20
+    assert isinstance(r.peak_memory, int)
+    assert 20 * 2**20 <= r.peak_memory < 200 * 2**20
+    r = asyncio.run(py.run("bytearray(300 * 2**20)"))
+    assert type(r.error) is MemoryError
+    assert str(r.error) == "cell exceeded its memory limit of 200.0 MiB"
+    assert r.peak_memory <= 200 * 2**20
+    assert asyncio.run(RunPython(host_ns()).run("1")).peak_memory is None
