@@ -21,7 +21,8 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined -O1 -g
 DEBUG_FLAGS := -O0 -g3 -UNDEBUG
 VENVS := .venv
-TEST_DEPS := pytest hypothesis numpy pandas matplotlib ipython atheris scipy scikit-learn pillow
+TEST_DEPS := pytest hypothesis numpy pandas matplotlib ipython atheris scipy \
+             scikit-learn pillow 'mcp>=2,<3' nbclient nbformat ipykernel build
 
 .PHONY: demo test test-one asan debug clean
 
@@ -30,7 +31,7 @@ define venv
 	@test -x $(2)/bin/python || { \
 	  echo "== creating $(2) with $$($(1) --version)"; \
 	  $(1) -m venv $(2) && \
-	  $(2)/bin/pip install -q --upgrade pip 'setuptools>=64' wheel && \
+	  $(2)/bin/pip install -q --upgrade pip 'setuptools>=77' wheel && \
 	  $(2)/bin/pip install -q $(TEST_DEPS); }
 endef
 
@@ -44,7 +45,7 @@ endef
 
 demo:
 	@test -x $(VENVS)/demo/bin/python || $(PYTHON) -m venv $(VENVS)/demo
-	@$(VENVS)/demo/bin/pip install -q 'setuptools>=64' wheel
+	@$(VENVS)/demo/bin/pip install -q 'setuptools>=77' wheel
 	$(call install,$(VENVS)/demo,)
 	$(VENVS)/demo/bin/python examples/demo.py
 
@@ -120,7 +121,7 @@ fuzz-venv:
 	@test -x $(VENVS)/fuzz/bin/python || { \
 	  echo "== creating $(VENVS)/fuzz (atheris) with $$($(PYTHON) --version)"; \
 	  $(PYTHON) -m venv $(VENVS)/fuzz && \
-	  $(VENVS)/fuzz/bin/pip install -q --upgrade pip 'setuptools>=64' wheel && \
+	  $(VENVS)/fuzz/bin/pip install -q --upgrade pip 'setuptools>=77' wheel && \
 	  $(VENVS)/fuzz/bin/pip install -q atheris pytest hypothesis; }
 	$(call install,$(VENVS)/fuzz,$(WERROR))
 

@@ -17,6 +17,9 @@ is a ``PermissionError`` that says what was refused and why.
 """
 from __future__ import annotations
 
+#: The package's version (pyproject.toml reads it from here).
+__version__ = "0.1.0"
+
 import sys
 import types
 from collections.abc import Awaitable, Callable
@@ -207,7 +210,8 @@ class RunPython(_engine.Runner):
         if ok_dests is UNSET:
             ok_dests = cls._default_ok_dests()
         self = super().__new__(cls, g, ok_dests, ban_imports, ban_defs, yolo,
-                               data, pre_deny, echo, max_output,
+                               data, pre_deny, echo=echo,
+                               max_output=max_output,
                                max_memory=max_memory)
         cls._load_entry_points()  # only the first call reads them
         return self
@@ -281,12 +285,12 @@ sys.modules[__name__].__class__ = _SafepyrunModule
 from ._engine import LocalWritePolicy  # noqa: E402
 from .presets import (allow_matplotlib, allow_pandas,  # noqa: E402
                       load_import_entry_points)
-from .describe import DocDescriptor as _DocDescriptor, describe
+from .describe import DocDescriptor as _DocDescriptor, describe, tool_spec
 from .ipython import (create_pyrun_magic, load_ipython_extension,
                       unload_ipython_extension)
 
 __all__ += ["allow_matplotlib", "allow_pandas", "LocalWritePolicy",
-            "describe", "create_pyrun_magic", "load_ipython_extension",
+            "describe", "tool_spec", "create_pyrun_magic", "load_ipython_extension",
             "disallow"]
 
 # RunPython.__doc__ (and python.__doc__) describe the live registry.

@@ -1,7 +1,12 @@
-"""The `safepyrun` command: run a script (or stdin) in the sandbox.
+"""The `safepyrun` command: run a script (or stdin) in the sandbox, as
+`python` would -- arguments after the script are its ``sys.argv``,
+``__file__`` is set, tracebacks start at the script -- with its dangerous
+side effects refused.
 
-    safepyrun script.py              # prints the value of the last expression
+    safepyrun script.py a b          # prints the value of the last expression
     echo '1+1' | safepyrun           # reads the cell from standard input
+    python -m safepyrun script.py    # the same
+    safepyrun mcp --ok-dest out      # the MCP server (safepyrun[mcp])
     safepyrun --ok-dest out job.py   # allow writes under ./out
     safepyrun --max-memory 512M job.py   # a MemoryError past 512 MiB
     safepyrun --json job.py          # the run report as JSON
@@ -18,11 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
-import traceback
 
-from . import RunPython, RunResult
+from . import UNSET, RunPython, RunResult, __version__
+from ._glue import format_cell_exception, rename_cell_files
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -42,14 +48,28 @@ def parse_size(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["mcp"]:
+        from .mcp_server import main as mcp_main
+        return mcp_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="safepyrun",
+        usage="safepyrun [options] [script | -] [args ...]\n"
+              "       safepyrun mcp [options]   (the MCP server; "
+              "safepyrun mcp --help)",
         description="Run Python with its dangerous side effects refused.")
+    parser.add_argument("--version", action="version",
+                        version=f"safepyrun {__version__}")
     parser.add_argument("script", nargs="?", default="-",
                         help="script to run, or - for standard input (default)")
-    parser.add_argument("--ok-dest", action="append", default=[],
+    parser.add_argument("args", nargs=argparse.REMAINDER,
+                        help="arguments for the script (its sys.argv[1:])")
+    parser.add_argument("--ok-dest", action="append", default=None,
                         metavar="DIR",
-                        help="a directory the code may write under (repeatable)")
+                        help="a directory the code may write under "
+                             "(repeatable; default: the config's "
+                             "default_ok_dests)")
     parser.add_argument("--max-memory", type=parse_size, default=None,
                         metavar="SIZE",
                         help="memory the code may allocate (bytes, or 512M, 2G); "
@@ -75,9 +95,22 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
+    # As python does: the script's sys.argv, __file__ and sys.path[0].
     namespace = {"__name__": "__main__"}
-    python = RunPython(namespace, ok_dests=args.ok_dest,
-                       max_output=args.max_output, max_memory=args.max_memory)
+    if args.script == "-":
+        shown_name = "<stdin>"
+        sys.argv = ["-"] + args.args
+        sys.path.insert(0, "")
+    else:
+        shown_name = os.path.abspath(args.script)
+        namespace["__file__"] = shown_name
+        sys.argv = [args.script] + args.args
+        sys.path.insert(0, os.path.dirname(shown_name))
+    args.shown_name = shown_name
+    python = RunPython(namespace,
+                       ok_dests=UNSET if args.ok_dest is None else args.ok_dest,
+                       max_output=args.max_output,
+                       max_memory=args.max_memory)
     if args.json or args.max_output is not None:
         return _report(python, code, args)
     try:
@@ -87,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # the cell's error, reported like Python does
         status = _exit_status(e)
         if status is None:
-            traceback.print_exception(e, file=sys.stderr)
+            sys.stderr.write(format_cell_exception(e, shown_name))
             return 1
         return status
     if result is not None:
@@ -118,7 +151,8 @@ def _report(python: RunPython, code: str, args: argparse.Namespace) -> int:
         return 130
     status = 0 if result.error is None else _exit_status(result.error)
     if args.json:
-        figure_dir = args.ok_dest[0] if args.ok_dest else None
+        dests = args.ok_dest if args.ok_dest is not None else python.ok_dests
+        figure_dir = dests[0] if dests else None
         report = result.to_json(figure_dir=figure_dir)
         print(json.dumps(report, indent=1))
         return 1 if status is None else status
@@ -126,7 +160,8 @@ def _report(python: RunPython, code: str, args: argparse.Namespace) -> int:
     sys.stderr.write(result.stderr)
     if result.error is not None:
         if status is None:
-            sys.stderr.write(result.traceback)
+            sys.stderr.write(rename_cell_files(result.traceback,
+                                               args.shown_name))
             return 1
         return status
     if result.value is not None:

@@ -26,6 +26,23 @@ def _pkg() -> types.ModuleType:
     return sys.modules[__package__]
 
 
+#: The presets applied so far, for the tool description (describe.py):
+#: name -> (one-line summary, the owners it registered).  Changed in place,
+#: since the module's names are pinned.
+applied_presets: dict[str, tuple[str, list]] = {}
+#: name -> the modules whose import-time effects the preset trusts.
+preset_imports: dict[str, tuple[str, ...]] = {}
+
+_MATPLOTLIB_SUMMARY = (
+    "matplotlib (preset): import it and plot freely (Figure, Axes, pyplot); "
+    "savefig/imsave write only inside the allowed directories, a BytesIO "
+    "buffer always works")
+_PANDAS_SUMMARY = (
+    "pandas (preset): import it and use DataFrame/Series freely; their "
+    "writers (to_csv, to_json, to_parquet, to_excel, ...) write only local "
+    "paths inside the allowed directories, buffers always work")
+
+
 # ---- matplotlib ----------------------------------------------------------------
 
 def allow_matplotlib() -> None:
@@ -49,8 +66,9 @@ def allow_matplotlib() -> None:
     from matplotlib.spines import Spine, SpinesProxy
 
     pkg = _pkg()
-    pkg.allow_imports("matplotlib", "mpl_toolkits", "PIL", "fontTools",
-                      "kiwisolver", "matplotlib_inline")
+    imports = ("matplotlib", "mpl_toolkits", "PIL", "fontTools",
+               "kiwisolver", "matplotlib_inline")
+    pkg.allow_imports(*imports)
     policy = pkg.LocalWritePolicy(0, "fname")
     registrations = [
         # Plotting: pure computation in the effect model, trusted as in the
@@ -68,6 +86,11 @@ def allow_matplotlib() -> None:
         registrations.append(loader)
     for item in registrations:
         pkg.allow(item)
+    owners = [Figure, Axes, Axis, Spine, SpinesProxy, plt, mimage]
+    if loader is not None:
+        owners.append(loader)
+    applied_presets["matplotlib"] = (_MATPLOTLIB_SUMMARY, owners)
+    preset_imports["matplotlib"] = imports
     del matplotlib
 
 
@@ -98,8 +121,9 @@ def allow_pandas() -> None:
     import pandas as pd
 
     pkg = _pkg()
-    pkg.allow_imports("pandas", "pyarrow", "openpyxl", "xlsxwriter",
-                      "tables", "fastparquet", "tabulate")
+    imports = ("pandas", "pyarrow", "openpyxl", "xlsxwriter", "tables",
+               "fastparquet", "tabulate")
+    pkg.allow_imports(*imports)
     seen = set()  # methods DataFrame and Series share are registered once
     for cls in (pd.DataFrame, pd.Series):
         names = []
@@ -110,6 +134,8 @@ def allow_pandas() -> None:
                 names.append((name, pkg.LocalWritePolicy(0, kw)))
         if names:
             pkg.allow({cls: names})
+    applied_presets["pandas"] = (_PANDAS_SUMMARY, [pd.DataFrame, pd.Series])
+    preset_imports["pandas"] = imports
 
 
 # ---- the safepyrun_import_allow entry-point group ------------------------------

@@ -952,6 +952,37 @@ cell_am_await(PyObject *self)
     return Py_NewRef(self);
 }
 
+/* A cell made and dropped without being awaited never ran: warn, as
+ * CPython does for a coroutine never awaited, since `python(code)` without
+ * `await` is an easy slip that otherwise fails silently.  Closed or
+ * started cells say nothing.  The pending exception, if any, is kept. */
+static void
+cell_tp_finalize(PyObject *self)
+{
+    SpCell *c = (SpCell *)self;
+    if (c->state != CELL_START) {
+        return;
+    }
+    PyObject *pending = sp_err_get_raised(); /* owned */
+    if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                     "safepyrun cell was never awaited: python(code) returns "
+                     "an awaitable, so write `await python(code)`", 1) < 0) {
+        PyErr_WriteUnraisable(self);
+    }
+    sp_err_set_raised(pending);
+}
+
+/* tp_finalize runs from here when the last reference goes (the garbage
+ * collector calls it itself for cells in cycles). */
+static void
+cell_tp_dealloc(PyObject *self)
+{
+    if (PyObject_CallFinalizerFromDealloc(self) < 0) {
+        return; /* resurrected by the warning machinery */
+    }
+    sp_gc_dealloc(self);
+}
+
 static PyMethodDef cell_methods[] = {
     {"send", cell_send, METH_O, "Resume the cell with a value."},
     {"throw", (PyCFunction)(void (*)(void))cell_throw, METH_FASTCALL,
@@ -964,7 +995,8 @@ static PyType_Slot cell_slots[] = {
     {Py_tp_doc, "One cell run: await it to run the cell and get its value."},
     {Py_tp_traverse, cell_tp_traverse},
     {Py_tp_clear, cell_tp_clear},
-    {Py_tp_dealloc, sp_gc_dealloc},
+    {Py_tp_dealloc, cell_tp_dealloc},
+    {Py_tp_finalize, cell_tp_finalize},
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, cell_tp_iternext},
     {Py_tp_methods, cell_methods},

@@ -8,6 +8,18 @@
 
 #include "compat.h"
 
+/* The one wording of a refusal's remedy (issue 11): every refusal of the
+ * same kind of effect ends with the same sentence, naming what the host can
+ * do, so that a person fixes it at once and an LLM stops retrying.  Used by
+ * the audit hook (hook.c) and the write policies and chk_dest (policy.c). */
+#define SP_REMEDY_WRITE                                                     \
+    " Remedy: only the host can allow this, by adding the directory to "    \
+    "ok_dests (or trusting the function that writes with allow()); do not " \
+    "retry it another way."
+#define SP_REMEDY_TRUST                                                     \
+    " Remedy: only the host can allow this, by trusting a function that "   \
+    "does it with allow(); do not retry it another way."
+
 /* tp_dealloc of a GC heap type whose tp_clear drops every owned field:
  * untrack, clear, free, and release the instance's reference to its type. */
 static inline void

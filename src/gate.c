@@ -437,10 +437,39 @@ sp_gate_call_as_host(PyObject *fn, PyObject *arg)
     return res;
 }
 
+/* is_cell_code(obj): whether obj (a code object, or a function's) is cell
+ * code.  A read-only predicate for the Python shell (the IPython glue uses
+ * it to tell a library's callbacks from a cell's); it reveals nothing a
+ * cell could use to widen trust. */
+static PyObject *
+gate_py_is_cell_code(PyObject *module, PyObject *obj)
+{
+    (void)module;
+    if (PyFunction_Check(obj)) {
+        obj = PyFunction_GET_CODE(obj);
+    }
+    if (!PyCode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "is_cell_code() needs a code object or a function, not "
+                     "%.200s", SP_TYPE_NAME(obj));
+        return NULL;
+    }
+    return PyBool_FromLong(sp_gate_is_cell_code((PyCodeObject *)obj));
+}
+
+static PyMethodDef gate_functions[] = {
+    {"is_cell_code", gate_py_is_cell_code, METH_O,
+     "is_cell_code(code_or_function) -> bool\n\nWhether it is cell code "
+     "(compiled by a runner, or made while a run was active)."},
+    {NULL, NULL, 0, NULL},
+};
+
 int
 sp_gate_init(PyObject *module)
 {
-    (void)module;
+    if (PyModule_AddFunctions(module, gate_functions) < 0) {
+        return -1;
+    }
     if (gate->import_exec_code != NULL) {
         return 0;
     }

@@ -242,6 +242,12 @@ hook_refuse(SpRun *run, const sp_rule *rule, const char *event,
     PyObject *chain = NULL, *arg_text = NULL, *msg = NULL, *exc = NULL;
     const char *what = rule != NULL && rule->what != NULL
         ? rule->what : "raise an audit event the sandbox does not know";
+    /* A write's remedy is a directory; anything else needs a trusted
+     * function (common.h holds the one wording). */
+    int writes = rule != NULL && (rule->kind == SP_RULE_WRITE ||
+                                  rule->kind == SP_RULE_OPEN ||
+                                  rule->kind == SP_RULE_SQLITE);
+    const char *remedy = writes ? SP_REMEDY_WRITE : SP_REMEDY_TRUST;
 
     chain = hook_call_chain();
     if (chain == NULL) {
@@ -263,8 +269,8 @@ hook_refuse(SpRun *run, const sp_rule *rule, const char *event,
         goto done;
     }
     msg = PyUnicode_FromFormat(
-        "safepyrun refused to %s%U (audit event '%s'; call chain: %U)", what,
-        arg_text, event, chain);
+        "safepyrun refused to %s%U (audit event '%s'; call chain: %U).%s",
+        what, arg_text, event, chain, remedy);
 done:
     if (msg == NULL) {
         /* Whatever failed while describing the refusal (a repr, a frame,
@@ -272,7 +278,7 @@ done:
         PyErr_Clear();
         msg = PyUnicode_FromFormat(
             "safepyrun refused to %s (audit event '%s'; call chain: "
-            "unavailable)", what, event);
+            "unavailable).%s", what, event, remedy);
     }
     exc = msg == NULL ? NULL : PyObject_CallOneArg(PyExc_PermissionError, msg);
     sp_report_event(run, event, args, hook_short_repr, "denied", NULL);

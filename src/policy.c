@@ -20,8 +20,9 @@
  * The ok_dests they check against come from the `data` argument, which the
  * engine hands them as a read-only view (sp_policy_data_view).
  *
- * Messages are those of the Python versions they replace: "Dest '...' not
- * allowed; permitted: [...]".
+ * Messages read as the audit hook's refusal of the same write does
+ * ("safepyrun refused to write a file: '...' is outside ok_dests [...]"),
+ * ending with the same remedy (common.h).
  *
  * Threading: GIL held.  The type objects are process-wide (created on the
  * first import, never freed), as the audit hook that ends up calling them
@@ -104,9 +105,11 @@ sp_policy_chk_dest(PyObject *path, PyObject *given)
          * takes it literally, pandas and most libraries expand it. */
         if (!sp_paths_stable(path)) {
             PyErr_Format(PyExc_PermissionError,
-                         "Dest %.200s object not allowed: a path object of the "
-                         "sandbox's own class could name another file to the "
-                         "write; pass a str or pathlib.Path", SP_TYPE_NAME(path));
+                         "safepyrun refused to write a file through a %.200s "
+                         "object: a path object of the sandbox's own class "
+                         "could name another file to the write; pass a str "
+                         "or pathlib.Path (write policy check)." SP_REMEDY_WRITE,
+                         SP_TYPE_NAME(path));
             goto done;
         }
         text = sp_paths_text(path);
@@ -126,9 +129,17 @@ sp_policy_chk_dest(PyObject *path, PyObject *given)
         }
         if (ok == 0) {
             list = PySequence_List(dests);
-            if (list != NULL) {
+            if (list != NULL && PyList_GET_SIZE(list) == 0) {
                 PyErr_Format(PyExc_PermissionError,
-                             "Dest %R not allowed; permitted: %R", path, list);
+                             "safepyrun refused to write a file: %R (no "
+                             "writes are allowed: ok_dests is empty) (write "
+                             "policy check)." SP_REMEDY_WRITE, path);
+            }
+            else if (list != NULL) {
+                PyErr_Format(PyExc_PermissionError,
+                             "safepyrun refused to write a file: %R is "
+                             "outside ok_dests %R (write policy check)."
+                             SP_REMEDY_WRITE, path, list);
             }
             goto done;
         }
@@ -554,8 +565,9 @@ local_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
         }
         if (is_url) {
             PyErr_Format(PyExc_PermissionError,
-                         "safepyrun refused a write to %R: a URL, not a local "
-                         "path inside ok_dests",
+                         "safepyrun refused to write a file: %R is a URL, "
+                         "not a local path inside ok_dests (write policy "
+                         "check)." SP_REMEDY_WRITE,
                          text);
             goto done;
         }

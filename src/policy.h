@@ -14,8 +14,8 @@
 /* Add the policy types to `module` (created once per process). */
 int sp_policy_init(PyObject *module);
 
-/* chk_dest: raise PermissionError ("Dest '...' not allowed; permitted:
- * [...]") unless `path` lies inside the ok_dests given by `given`: a list
+/* chk_dest: raise PermissionError ("safepyrun refused to write a file:
+ * '...' is outside ok_dests [...] (write policy check). Remedy: ...") unless `path` lies inside the ok_dests given by `given`: a list
  * of destinations, None (no checks), or a mapping holding 'ok_dests' (a
  * dict, or any non-sequence mapping such as the read-only view policies
  * receive).  0 ok, -1 error.  Borrows both arguments. */

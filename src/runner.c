@@ -126,7 +126,7 @@ runner_parse_max_output(PyObject *obj, Py_ssize_t *out)
 }
 
 /* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None,
- *        pre_deny=None, echo=False, max_output=None, *, max_memory=None) */
+ *        pre_deny=None, *, echo=False, max_output=None, max_memory=None) */
 static PyObject *
 runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -145,7 +145,7 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (sp_gate_refuse_inside("create a runner") < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOOpO$O:Runner", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO$pOO:Runner", kwlist,
                                      &g, &ok_dests, &banned, &ban_defs, &yolo,
                                      &data, &pre_deny, &echo, &max_output_obj,
                                      &max_memory)) {
@@ -310,14 +310,46 @@ runner_get_max_output(PyObject *self, void *c)
 static PyMemberDef runner_members[] = {
     {"g", T_OBJECT_EX, offsetof(SpRunner, g), READONLY,
      "The host namespace cells run in."},
-    {"ok_dests", T_OBJECT_EX, offsetof(SpRunner, ok_dests), READONLY,
-     "Normalised write destinations (tuple), or None."},
     {"ban_imports", T_OBJECT_EX, offsetof(SpRunner, banned), READONLY,
      "Modules a cell may not import (tuple)."},
     {NULL, 0, 0, 0, NULL},
 };
 
+static PyObject *
+runner_get_ok_dests(PyObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(((SpRunner *)self)->ok_dests);
+}
+
+/* The host may change where a runner's cells write (the IPython extension's
+ * user does, without reloading it); a cell may not: refused inside a run,
+ * like creating a runner.  Each cell takes the value current when it is
+ * made, so a change never reaches a cell already running. */
+static int
+runner_set_ok_dests(PyObject *self, PyObject *value, void *c)
+{
+    (void)c;
+    if (sp_gate_refuse_inside("change a runner's ok_dests") < 0) {
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "ok_dests cannot be deleted "
+                        "(None turns write checks off)");
+        return -1;
+    }
+    PyObject *dests = sp_paths_normalise_dests(value);
+    if (dests == NULL) {
+        return -1;
+    }
+    Py_SETREF(((SpRunner *)self)->ok_dests, dests);
+    return 0;
+}
+
 static PyGetSetDef runner_getset[] = {
+    {"ok_dests", runner_get_ok_dests, runner_set_ok_dests,
+     "Normalised write destinations (tuple), or None; the host may set it "
+     "between cells (refused inside a run).", NULL},
     {"data", runner_get_data, NULL,
      "A copy of the data handed to policies (refused inside a run).", NULL},
     {"pre_deny", runner_get_pre_deny, NULL,

@@ -214,3 +214,51 @@ def test_awaiting_without_running_loop_machinery(py):
         assert loop.run_until_complete(py("sum(range(10))")) == 45
     finally:
         loop.close()
+
+
+# ---- issue 11, item 6: python(code) without await warns --------------------------
+
+def test_unawaited_cell_warns_like_a_coroutine(g):
+    import gc
+    import warnings
+    py = RunPython(g)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        py("marker_h11 = 1")
+        gc.collect()
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (RuntimeWarning, "safepyrun cell was never awaited: python(code) "
+                         "returns an awaitable, so write `await python(code)`")]
+    assert "marker_h11" not in g
+
+
+def test_awaited_or_closed_cells_do_not_warn(g):
+    import gc
+    import warnings
+    py = RunPython(g)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run(py, "1 + 1") == 2
+        cell = py("2")
+        cell.close()
+        del cell
+        gc.collect()
+    assert caught == []
+
+
+def test_unawaited_warning_as_error_does_not_break_the_host(g):
+    import gc
+    import warnings
+    py = RunPython(g)
+    seen = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: seen.append(u.exc_type)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            py("1")  # the error is reported as unraisable, not raised here
+            gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert seen == [RuntimeWarning]
+    assert run(py, "3") == 3

@@ -231,3 +231,105 @@ def test_max_output_must_not_be_negative():
     out = cli("--max-output", "-1", stdin="1")
     assert out.returncode == 2
     assert "--max-output must be >= 0" in out.stderr
+
+
+# ---- issue 11, item 5: a CLI that behaves like python ---------------------------
+
+def pkg_cli(*args, stdin=None, cwd=None, env=None):
+    """`python -m safepyrun ARGS` (the package's __main__)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "safepyrun"]
+                          + [str(a) for a in args], input=stdin,
+                          capture_output=True, text=True, cwd=cwd,
+                          env=full_env, timeout=120)
+
+
+def test_python_dash_m_safepyrun_runs_a_script(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("6 * 7\n")
+    out = pkg_cli(script)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "42\n", "")
+    out = pkg_cli(stdin="'piped'\n")
+    assert (out.returncode, out.stdout) == (0, "'piped'\n")
+
+
+def test_version():
+    from safepyrun import __version__
+    out = pkg_cli("--version")
+    assert (out.returncode, out.stdout) == (0, f"safepyrun {__version__}\n")
+
+
+def test_arguments_after_the_script_reach_sys_argv_and_file_is_set(tmp_path):
+    script = tmp_path / "args.py"
+    script.write_text("import sys\n(sys.argv, __file__, __name__)\n")
+    out = pkg_cli(script, "a", "--flag", "-x", "--ok-dest", "zz")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == repr(([str(script), "a", "--flag", "-x", "--ok-dest",
+                                "zz"], str(script), "__main__")) + "\n"
+    out = pkg_cli("-", "one", stdin="import sys\nsys.argv\n")
+    assert out.stdout == "['-', 'one']\n"
+
+
+def test_script_imports_its_sibling_modules(tmp_path):
+    (tmp_path / "helper_h11.py").write_text("VALUE = 'sibling'\n")
+    script = tmp_path / "main.py"
+    script.write_text("import helper_h11\nhelper_h11.VALUE\n")
+    out = pkg_cli(script, cwd="/")
+    assert (out.returncode, out.stdout) == (0, "'sibling'\n"), out.stderr
+
+
+def test_config_default_ok_dests_apply_without_ok_dest(tmp_path):
+    cfg = tmp_path / "cfg"
+    (cfg / "safepyrun").mkdir(parents=True)
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (cfg / "safepyrun" / "config.py").write_text(
+        f"default_ok_dests = [{str(allowed)!r}]\n")
+    code = f"open({str(allowed / 'w.txt')!r}, 'w').write('cfg')\n"
+    out = pkg_cli(stdin=code, env={"XDG_CONFIG_HOME": str(cfg)})
+    assert (out.returncode, out.stdout) == (0, "3\n"), out.stderr
+    assert (allowed / "w.txt").read_text() == "cfg"
+    # an explicit --ok-dest replaces the default
+    other = tmp_path / "other"
+    other.mkdir()
+    (allowed / "w.txt").unlink()
+    out = pkg_cli("--ok-dest", other, stdin=code,
+                  env={"XDG_CONFIG_HOME": str(cfg)})
+    assert out.returncode == 1
+    assert not (allowed / "w.txt").exists()
+
+
+def without_carets(text):
+    """A traceback without the ~~^~~ marker lines (their shape differs
+    between Python versions)."""
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if line.strip(" ~^\n"))
+
+
+def test_traceback_starts_at_the_script(tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text("def f():\n    return 1 / 0\n\nf()\n")
+    out = pkg_cli(script)
+    assert out.returncode == 1
+    assert without_carets(out.stderr) == (
+        "Traceback (most recent call last):\n"
+        f'  File "{script}", line 4, in <module>\n'
+        "    f()\n"
+        f'  File "{script}", line 2, in f\n'
+        "    return 1 / 0\n"
+        "ZeroDivisionError: division by zero\n")
+
+
+def test_refusal_traceback_starts_at_the_script(tmp_path):
+    script = tmp_path / "refused.py"
+    script.write_text("import os\nos.system('true')\n")
+    out = pkg_cli(script)
+    assert out.returncode == 1
+    assert without_carets(out.stderr).startswith(
+        "Traceback (most recent call last):\n"
+        f'  File "{script}", line 2, in <module>\n'
+        "    os.system('true')\n"
+        "PermissionError: safepyrun refused to run a shell command: 'true'")
+    assert "cli.py" not in out.stderr and "asyncio" not in out.stderr

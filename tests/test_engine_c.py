@@ -248,3 +248,14 @@ def test_out_of_memory_at_every_step_is_a_clean_error():
     outcomes = proc.stdout.split("outcomes ")[1].splitlines()[0]
     assert "SystemError" not in outcomes, outcomes
     assert "after ok" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+def test_is_cell_code_tells_cell_functions_from_host_ones():
+    from safepyrun import RunPython, _engine
+    g = {}
+    asyncio.run(RunPython(g)("def made_in_cell():\n    return 1\n"))
+    assert _engine.is_cell_code(g["made_in_cell"]) is True
+    assert _engine.is_cell_code(g["made_in_cell"].__code__) is True
+    assert _engine.is_cell_code(test_is_cell_code_tells_cell_functions_from_host_ones) is False
+    with pytest.raises(TypeError, match="needs a code object or a function"):
+        _engine.is_cell_code(len)
