@@ -43,13 +43,67 @@ static _Thread_local struct {
     int lasti;
 } native_call;
 
+/* The last callable found trusted, so a loop calling one trusted native
+ * pays a pointer compare, not a registry look-up.  Exact: the answer is
+ * reused only while the registry is at the same version and for the same
+ * object (held, so its address cannot be reused by another), or, for a
+ * builtin method bound anew at each call (3.11's profile events), for the
+ * same method definition on the same type whose version tag proves its
+ * MRO's dicts unchanged, when the trust came from that method's
+ * descriptor.  Any other callable takes the full look-up.  Process-wide,
+ * GIL held. */
+static struct {
+    PyObject *callable;  /* owned, or NULL */
+    PyTypeObject *type;  /* owned, or NULL: bound builtin methods */
+    PyMethodDef *def;    /* with type */
+    unsigned int tag;    /* type's tp_version_tag when cached */
+    unsigned long version; /* registry version when cached */
+} trusted_cache;
+
+static int
+monitor_trusted(PyObject *callable)
+{
+    unsigned long version = sp_registry_version();
+    if (trusted_cache.callable != NULL && trusted_cache.version == version) {
+        if (callable == trusted_cache.callable) {
+            return 1;
+        }
+        if (trusted_cache.type != NULL && PyCFunction_Check(callable)) {
+            PyObject *self = PyCFunction_GET_SELF(callable);
+            PyTypeObject *tp = self != NULL ? Py_TYPE(self) : NULL;
+            if (tp == trusted_cache.type &&
+                ((PyCFunctionObject *)callable)->m_ml == trusted_cache.def &&
+                (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) &&
+                tp->tp_version_tag == trusted_cache.tag) {
+                return 1;
+            }
+        }
+    }
+    int by_method = 0;
+    if (!sp_registry_native_trusted_by(callable, &by_method)) {
+        return 0;
+    }
+    Py_XSETREF(trusted_cache.callable, Py_NewRef(callable));
+    Py_CLEAR(trusted_cache.type);
+    trusted_cache.version = version;
+    if (by_method) {
+        PyTypeObject *tp = Py_TYPE(PyCFunction_GET_SELF(callable));
+        if (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) {
+            trusted_cache.type = (PyTypeObject *)Py_NewRef((PyObject *)tp);
+            trusted_cache.def = ((PyCFunctionObject *)callable)->m_ml;
+            trusted_cache.tag = tp->tp_version_tag;
+        }
+    }
+    return 1;
+}
+
 /* Record `callable`, called by `frame`, if it is a trusted native.
  * 1 recorded, 0 not a trusted native (the record of this call site, if
  * any, is cleared). */
 static int
 monitor_native_called(PyObject *callable, PyFrameObject *frame)
 {
-    int trusted = sp_registry_native_trusted(callable);
+    int trusted = monitor_trusted(callable);
     int lasti = PyFrame_GetLasti(frame);
     if (!trusted) {
         if (native_call.frame == frame && native_call.lasti == lasti) {
@@ -58,8 +112,13 @@ monitor_native_called(PyObject *callable, PyFrameObject *frame)
         }
         return 0;
     }
-    Py_XSETREF(native_call.callable, Py_NewRef(callable));
-    Py_XSETREF(native_call.frame, (PyFrameObject *)Py_NewRef(frame));
+    /* The same call again (a loop): only the instruction moves. */
+    if (native_call.callable != callable) {
+        Py_XSETREF(native_call.callable, Py_NewRef(callable));
+    }
+    if (native_call.frame != frame) {
+        Py_XSETREF(native_call.frame, (PyFrameObject *)Py_NewRef(frame));
+    }
     native_call.lasti = lasti;
     return 1;
 }
