@@ -53,7 +53,8 @@ def main(src, dst):
             else:
                 ax.text(x, lo * 1.08, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color=color[k])
         # DESIGN.md targets drawn over their group
-        tgt = {"W1": 1.5, "W6": 1.05}.get(w)
+        tgt = {"W1": 1.5, "W2": 1.2, "W5": 1.1, "W6": 1.05, "W8": 1.03, "W9": 1.03,
+               "W10": 1.03, "W11": 1.03}.get(w)
         if tgt:
             ax.hlines(tgt, j - 0.45, j + 0.45, colors="#1b7837", linestyles="dashed", lw=1.2)
             ax.text(j - 0.45, tgt * 1.01, "target %gx" % tgt, fontsize=7, color="#1b7837", va="bottom", ha="left",

@@ -49,6 +49,11 @@ PEER_LABELS = {"restrictedpython": "RestrictedPython", "smolagents": "smolagents
                "monty": "pydantic-monty"}
 
 
+# What the real-data workloads (W8-W11) import, in ours', exec's and the
+# published implementation's venvs alike.
+DATA_PACKAGES = ("numpy", "pandas", "matplotlib")
+
+
 def log(msg):
     print(msg, flush=True)
 
@@ -294,7 +299,7 @@ def setup(args):
     systems = []
     for mm, py in interps:
         v = Venv("ours-py" + mm, py)
-        err = None if args.no_setup else (v.ensure() or v.pip("numpy"))
+        err = None if args.no_setup else (v.ensure() or v.pip(*DATA_PACKAGES))
         sx = Sys("exec-" + mm, "exec", "exec (%s)" % mm, v, mm)
         so = Sys("ours-" + mm, "ours", "ours (%s)" % mm, v, mm)
         if err:
@@ -308,7 +313,7 @@ def setup(args):
     if new_py:
         v = Venv("published-py" + new_mm, new_py)
         sp = Sys("published-" + new_mm, "published", "published (%s)" % new_mm, v, new_mm)
-        err = None if args.no_setup else (v.ensure() or v.pip("numpy") or v.pip("safepyrun", "fastaudit"))
+        err = None if args.no_setup else (v.ensure() or v.pip(*DATA_PACKAGES) or v.pip("safepyrun", "fastaudit"))
         sp.na = ("venv: " + err) if err else None
         systems.append(sp)
     else:
@@ -610,9 +615,23 @@ def targets(systems, stats, cmp_rows, env):
         out.append(("Pure-Python loop within 5% of unsandboxed (W6)", s.interp,
                     ("%+.1f%% (%s)" % ((w6["ratio"] - 1) * 100, fmt_ratio(w6["ratio"]))) if "ratio" in w6 else "n/a: " + w6.get("na", "no data"),
                     None if "ratio" not in w6 else w6["ratio"] <= 1.05))
+        for w, limit, title in [("W2", 1.2, "20-line cell within 1.2x of plain exec (W2)"),
+                                ("W5", 1.1, "100,000 trusted native calls within 1.1x (W5)")] + [
+                (w, 1.03, "%s within 3%% of plain exec (%s)" % (W.WORKLOADS[w]["short"].split(" ", 1)[1], w))
+                for w in W.REAL_DATA]:
+            sw = st.get(w, {})
+            out.append((title, s.interp,
+                        ("%s (%+.1f%%)" % (fmt_ratio(sw["ratio"]), (sw["ratio"] - 1) * 100)) if "ratio" in sw
+                        else "n/a: " + sw.get("na", "no data"),
+                        None if "ratio" not in sw else sw["ratio"] <= limit))
         out.append(("`import safepyrun` under 5 ms (W7)", s.interp,
                     fmt_time(w7["median"]) if "median" in w7 else "n/a: " + w7.get("na", "no data"),
                     None if "median" not in w7 else w7["median"] < 5e-3))
+    c = peer_claim(systems, stats)
+    if c:
+        o_s, best, o, b = c
+        out.append(("Trivial cell faster per call than every in-process peer (W1)", o_s.interp,
+                    "ours %s vs %s %s" % (fmt_time(o), best.label, fmt_time(b)), o < b))
     for r in cmp_rows:
         meas = ("n/a: " + r["why"]) if r["verdict"] == "not measured" else (
             "%s smaller (ours %s vs published %s)%s" % (
@@ -680,7 +699,7 @@ def write_results(path, systems, stats, cmp_rows, tg, env, args, meta):
     L.append("## Results\n")
     L.append("Median time per %s; in brackets the ratio to plain `compile`+`exec` of the same code on the same "
              "interpreter (the floor). W7 is the in-process `import safepyrun` time; its ratio is the whole fresh "
-             "process (start + import) against a bare interpreter start.\n" % "unit (W1, W2: one `await pyrun(code)` call; W3–W6: one cell)")
+             "process (start + import) against a bare interpreter start.\n" % "unit (W1, W2: one `await pyrun(code)` call; W3–W6, W8–W11: one cell)")
     shown = [s for s in systems]
     L.append("| workload | " + " | ".join(s.label for s in shown) + " |")
     L.append("|---|" + "---|" * len(shown))
@@ -736,7 +755,7 @@ def write_results(path, systems, stats, cmp_rows, tg, env, args, meta):
             v += " (%s)" % r["why"]
         L.append("| %s | %s | %s | %s | %s | %s |" % (W.WORKLOADS[r["w"]]["short"], exs, oo, po, fs, v.replace("|", "/")))
     L.append("")
-    L.append("## DESIGN.md performance targets\n")
+    L.append("## Performance targets (DESIGN.md, issue 12)\n")
     L.append("| target | Python | measured | verdict |")
     L.append("|---|---|---|---|")
     for name, interp, meas, ok in tg:
@@ -761,7 +780,7 @@ def write_results(path, systems, stats, cmp_rows, tg, env, args, meta):
     L.append("## Spread\n")
     L.append("Interquartile range of the samples behind each median (n = number of samples).\n")
     L.append("| system | " + " | ".join(w for w in W.CELL_WORKLOADS + ["W7"]) + " |")
-    L.append("|---|" + "---|" * 7)
+    L.append("|---|" + "---|" * (len(W.CELL_WORKLOADS) + 1))
     for s in systems:
         cells = []
         for w in W.CELL_WORKLOADS + ["W7"]:
@@ -770,13 +789,23 @@ def write_results(path, systems, stats, cmp_rows, tg, env, args, meta):
                          if "iqr" in st and not (s.is_exec and w == "W7") else "–")
         L.append("| %s | " % s.label + " | ".join(cells) + " |")
     L.append("")
+    pp = env.get("pyperf") or {}
+    L.append("## pyperf statistics\n")
+    if pp.get("rows"):
+        L.append("The same samples as a pyperf suite, `bench/results.pyperf.json` (one benchmark per system and "
+                 "workload; `python -m pyperf stats` / `compare_to` read it). Mean ± standard deviation as pyperf "
+                 "computes them:\n")
+        L += pp["rows"]
+    else:
+        L.append("n/a: %s" % pp.get("error", "not run"))
+    L.append("")
     L.append("## Method\n")
     L.append("- Each system runs in its own worker process (`bench/worker.py`) under its own virtual environment in "
              "`bench/.venvs/`; the driver (`bench/run.py`) sends every system the same workload in turn, round after "
              "round, rotating which system goes first.")
     L.append("- A sample of W1/W2 times a batch of back-to-back calls on one reused asyncio event loop and divides "
              "by the batch size, so it includes everything the system does per call (`await pyrun(code)`: compile, "
-             "checks, namespace export). W3–W6 time one cell. `gc.collect()` runs before each sample, untimed.")
+             "checks, namespace export). W3–W6 and W8–W11 time one cell. `gc.collect()` runs before each sample, untimed.")
     L.append("- Before timing, one warm-up call checks the result against plain Python; a system whose result "
              "differs, or that raises, is reported n/a with the error.")
     L.append("- `exec` is `exec(compile(code, '<cell>', 'exec'), g)` in the same interpreter and venv as ours. "
@@ -787,6 +816,9 @@ def write_results(path, systems, stats, cmp_rows, tg, env, args, meta):
              "`ok_dests`, so every call needs the trusted-call check.")
     L.append("- W7 runs `python -I -c 'import safepyrun'` %d times per system in fresh processes (after one "
              "discarded warm-up), alternating systems; memory is the growth of resident pages across the import." % args.w7_procs)
+    L.append("- W8–W11 are real data work: their host namespace (the CSV, the input files, matplotlib's Agg "
+             "backend and font cache) is set up by the host before any cell runs, as in a notebook; every output "
+             "file goes into `ok_dests`.")
     L.append("- Workers run with `-I` and an empty `XDG_CONFIG_HOME` of their own, so no user `safepyrun/config.py` is "
              "loaded (the published package writes a default one on import; each system has its own directory).")
     L.append("")
@@ -846,7 +878,7 @@ def headline(systems, stats, cmp_rows, tg, env, meta, args):
             continue
         st = stats[s.key]
         parts = []
-        for w in ("W1", "W2", "W6"):
+        for w in ("W1", "W2", "W5", "W6") + tuple(W.REAL_DATA):
             if "ratio" in st[w]:
                 parts.append("%s %s" % (W.WORKLOADS[w]["short"], fmt_ratio(st[w]["ratio"])))
         if "median" in st["W7"]:
@@ -875,7 +907,7 @@ def headline(systems, stats, cmp_rows, tg, env, meta, args):
     met = sum(1 for t in tg if t[3] is True)
     notmet = sum(1 for t in tg if t[3] is False)
     nm = sum(1 for t in tg if t[3] is None)
-    out.append("- DESIGN.md targets: %d met, %d not met, %d not measured yet." % (met, notmet, nm))
+    out.append("- Targets (DESIGN.md, issue 12): %d met, %d not met, %d not measured yet." % (met, notmet, nm))
     return "\n".join(out)
 
 
@@ -905,6 +937,24 @@ def plot(args, systems, stats, json_path):
     if p.returncode != 0:
         return "plot failed: " + p.stderr.strip()[-500:]
     return None
+
+
+def pyperf_export(args, json_path):
+    """Statistics and JSON by pyperf: bench/pyperf_export.py (run in the plot
+    venv, which gets pyperf) turns the raw samples into a pyperf
+    BenchmarkSuite, bench/results.pyperf.json (`python -m pyperf stats` /
+    `compare_to` read it), and returns its per-benchmark summary as Markdown
+    rows.  None if pyperf is unavailable."""
+    v = Venv("plot", os.path.realpath(shutil.which(args.python) or args.python))
+    err = None if args.no_setup else (v.ensure() or v.pip("pyperf"))
+    if err:
+        return {"error": "pyperf unavailable: " + err}
+    out = os.path.join(BENCH, "results.pyperf.json")
+    p = subprocess.run([v.python, "-I", os.path.join(BENCH, "pyperf_export.py"), json_path, out],
+                       capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        return {"error": "pyperf export failed: " + p.stderr.strip()[-500:]}
+    return {"rows": p.stdout.splitlines()}
 
 
 def main():
@@ -950,6 +1000,7 @@ def main():
     perr = plot(args, systems, stats, json_path)
     if perr:
         env["notes"].append("bench/results.png not written: " + perr)
+    env["pyperf"] = pyperf_export(args, json_path)
     meta["elapsed"] = time.time() - t_start
     write_results(os.path.join(BENCH, "RESULTS.md"), systems, stats, cmp_rows, tg, env, args, meta)
     hl = headline(systems, stats, cmp_rows, tg, env, meta, args)
