@@ -195,26 +195,51 @@ done:
 #define COMPILE_PREFIX COMPILE_RESULT " = \\"
 
 /* Shift a code object's lines up by one (the line added on top by
- * SP_INSERT_PREPEND).  Only for code without nested code objects, whose
- * own first lines would need the same.  New reference, or NULL with an
- * error; NULL without an error if the code has nested code. */
+ * SP_INSERT_PREPEND), with the code objects nested in it (functions,
+ * lambdas, comprehensions): each keeps its line table, which is relative
+ * to its co_firstlineno.  New reference, or NULL with an error (NULL
+ * without one past `depth` 100: the slow path decides). */
 static PyObject *
-compile_shift_up(PyObject *code)
+compile_shift_up(PyObject *code, int depth)
 {
     PyObject *consts = ((PyCodeObject *)code)->co_consts; /* borrowed */
-    PyObject *replace = NULL, *kw = NULL, *empty = NULL, *res = NULL;
-    for (Py_ssize_t i = 0; consts != NULL && i < PyTuple_GET_SIZE(consts); i++) {
-        if (PyCode_Check(PyTuple_GET_ITEM(consts, i))) {
-            return NULL;
+    PyObject *new_consts = NULL, *replace = NULL, *kw = NULL, *empty = NULL;
+    PyObject *res = NULL;
+    if (depth > 100) {
+        return NULL;
+    }
+    Py_ssize_t n = consts != NULL ? PyTuple_GET_SIZE(consts) : 0;
+    int nested = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        nested |= PyCode_Check(PyTuple_GET_ITEM(consts, i));
+    }
+    if (nested) {
+        new_consts = PyTuple_New(n);
+        if (new_consts == NULL) {
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *c = PyTuple_GET_ITEM(consts, i);
+            PyObject *item = PyCode_Check(c) ? compile_shift_up(c, depth + 1)
+                                             : Py_NewRef(c);
+            if (item == NULL) {
+                goto done;
+            }
+            PyTuple_SET_ITEM(new_consts, i, item);
         }
     }
     replace = PyObject_GetAttrString(code, "replace");
     kw = Py_BuildValue("{si}", "co_firstlineno",
                        ((PyCodeObject *)code)->co_firstlineno - 1);
     empty = PyTuple_New(0);
-    if (replace != NULL && kw != NULL && empty != NULL) {
-        res = PyObject_Call(replace, empty, kw);
+    if (replace == NULL || kw == NULL || empty == NULL ||
+        (new_consts != NULL &&
+         PyDict_SetItemString(kw, "co_consts", new_consts) < 0)) {
+        goto done;
     }
+    res = PyObject_Call(replace, empty, kw);
+done:
+    Py_XDECREF(new_consts);
     Py_XDECREF(replace);
     Py_XDECREF(kw);
     Py_XDECREF(empty);
@@ -288,7 +313,7 @@ compile_fast(const char *src, Py_ssize_t size, PyObject *filename,
         return NULL;
     }
     if (split.kind == SP_SPLIT_EXPR && split.insert == SP_INSERT_PREPEND) {
-        Py_SETREF(code, compile_shift_up(code));
+        Py_SETREF(code, compile_shift_up(code, 0));
         if (code == NULL) {
             return NULL;
         }
