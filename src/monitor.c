@@ -60,6 +60,107 @@ static struct {
     unsigned long version; /* registry version when cached */
 } trusted_cache;
 
+/* An open-addressing set of pointers, built whole, then only read. */
+typedef struct {
+    const void **slots; /* PyMem, or NULL: not built */
+    size_t mask;
+} monitor_ptrset;
+
+static size_t
+monitor_ptr_hash(const void *p)
+{
+    uintptr_t x = (uintptr_t)p >> 4;
+    return (size_t)(x ^ (x >> 17)) * (size_t)0x9E3779B1u;
+}
+
+static void
+monitor_ptrset_add(monitor_ptrset *s, const void *p)
+{
+    size_t i = monitor_ptr_hash(p) & s->mask;
+    while (s->slots[i] != NULL && s->slots[i] != p) {
+        i = (i + 1) & s->mask;
+    }
+    s->slots[i] = p;
+}
+
+static int
+monitor_ptrset_has(const monitor_ptrset *s, const void *p)
+{
+    size_t i = monitor_ptr_hash(p) & s->mask;
+    while (s->slots[i] != NULL) {
+        if (s->slots[i] == p) {
+            return 1;
+        }
+        i = (i + 1) & s->mask;
+    }
+    return 0;
+}
+
+/* An empty set sized for n pointers (at most half full).  0 / -1. */
+static int
+monitor_ptrset_init(monitor_ptrset *s, size_t n)
+{
+    size_t cap = 8;
+    while (cap < 2 * n + 2) {
+        cap *= 2;
+    }
+    PyMem_Free(s->slots);
+    s->slots = PyMem_Calloc(cap, sizeof(void *));
+    s->mask = cap - 1;
+    return s->slots == NULL ? -1 : 0;
+}
+
+/* The pre-filter: which callables can be trusted natives at all.  A
+ * callable is one only if it is itself registered (`objects`) or is a
+ * builtin method bound from a registered method descriptor, whose method
+ * definition is then in `defs` (registry.c's two ways).  Most calls (every
+ * C call a library makes, on 3.11) are answered "no" here without
+ * allocating.  The registry holds its keys, so their addresses cannot be
+ * reused while the version stands. */
+static struct {
+    monitor_ptrset objects, defs;
+    unsigned long version;
+    int built;
+} natives_filter;
+
+/* 1 if `callable` may be a trusted native (ask the registry), 0 if it
+ * cannot be. */
+static int
+monitor_may_be_native(PyObject *callable)
+{
+    unsigned long version = sp_registry_version();
+    if (!natives_filter.built || natives_filter.version != version) {
+        PyObject *natives = sp_registry_natives(); /* borrowed */
+        size_t n = natives != NULL ? (size_t)PyDict_GET_SIZE(natives) : 0;
+        natives_filter.built = 0;
+        if (monitor_ptrset_init(&natives_filter.objects, n) < 0 ||
+            monitor_ptrset_init(&natives_filter.defs, n) < 0) {
+            return 1; /* no filter: the registry answers */
+        }
+        PyObject *key, *slot;
+        Py_ssize_t pos = 0;
+        while (natives != NULL && PyDict_Next(natives, &pos, &key, &slot)) {
+            if (!PyTuple_Check(slot) || PyTuple_GET_SIZE(slot) < 1) {
+                return 1;
+            }
+            PyObject *obj = PyTuple_GET_ITEM(slot, 0);
+            monitor_ptrset_add(&natives_filter.objects, obj);
+            if (Py_IS_TYPE(obj, &PyMethodDescr_Type)) {
+                monitor_ptrset_add(&natives_filter.defs,
+                                   ((PyMethodDescrObject *)obj)->d_method);
+            }
+        }
+        natives_filter.version = version;
+        natives_filter.built = 1;
+    }
+    if (monitor_ptrset_has(&natives_filter.objects, callable)) {
+        return 1;
+    }
+    return PyCFunction_Check(callable) &&
+           monitor_ptrset_has(&natives_filter.defs,
+                              ((PyCFunctionObject *)callable)->m_ml);
+}
+
 static int
 monitor_trusted(PyObject *callable)
 {
@@ -80,7 +181,8 @@ monitor_trusted(PyObject *callable)
         }
     }
     int by_method = 0;
-    if (!sp_registry_native_trusted_by(callable, &by_method)) {
+    if (!monitor_may_be_native(callable) ||
+        !sp_registry_native_trusted_by(callable, &by_method)) {
         return 0;
     }
     Py_XSETREF(trusted_cache.callable, Py_NewRef(callable));
@@ -354,6 +456,11 @@ monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg);
 
 /* The host's profile function while ours runs (chained). */
 
+/* The gated codes as a pointer set, for the profile function's look-up
+ * on every Python call (monitor->gated holds the codes, so their
+ * addresses stay theirs). */
+static monitor_ptrset gated_set;
+
 int
 sp_monitor_sync(void)
 {
@@ -361,8 +468,18 @@ sp_monitor_sync(void)
         return 0;
     }
     Py_XSETREF(monitor->gated, PyDict_Copy(sp_registry_gated_codes()));
-    if (monitor->gated == NULL) {
+    if (monitor->gated == NULL ||
+        monitor_ptrset_init(&gated_set, (size_t)PyDict_GET_SIZE(monitor->gated)) < 0) {
+        Py_CLEAR(monitor->gated);
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
         return -1;
+    }
+    PyObject *key, *code;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(monitor->gated, &pos, &key, &code)) {
+        monitor_ptrset_add(&gated_set, code);
     }
     monitor->synced_version = sp_registry_version();
     return 0;
@@ -384,10 +501,9 @@ monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     else if (what == PyTrace_CALL && monitor->gated != NULL &&
              PyDict_GET_SIZE(monitor->gated) > 0) {
         PyCodeObject *code = PyFrame_GetCode(frame);
-        PyObject *id = PyLong_FromVoidPtr(code);
-        int gated = id == NULL ? -1 : PyDict_Contains(monitor->gated, id);
-        Py_XDECREF(id);
-        int rc = gated > 0 ? sp_trust_gate_call(frame, (PyObject *)code) : gated;
+        int rc = monitor_ptrset_has(&gated_set, code)
+                     ? sp_trust_gate_call(frame, (PyObject *)code)
+                     : 0;
         Py_DECREF(code);
         if (rc < 0) {
             return -1;

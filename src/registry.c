@@ -670,6 +670,12 @@ sp_registry_gated_codes(void)
     return registry->gated;
 }
 
+PyObject *
+sp_registry_natives(void)
+{
+    return registry->natives;
+}
+
 unsigned long
 sp_registry_version(void)
 {

@@ -83,6 +83,11 @@ int sp_registry_globals_trusted(PyObject *globals, int module_level);
  * dict {id(code): code}; changes with every registration. */
 PyObject *sp_registry_gated_codes(void);
 
+/* The registered natives: a borrowed dict {id(obj): (obj, grants)}, or
+ * NULL before the first registration; replaced (not changed) when the
+ * registry version moves.  For monitor.c's pre-filter. */
+PyObject *sp_registry_natives(void);
+
 /* A monotonic counter bumped by every change (monitor.c resyncs on it). */
 unsigned long sp_registry_version(void);
 
