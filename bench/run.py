@@ -643,6 +643,30 @@ def targets(systems, stats, cmp_rows, env):
     return out
 
 
+# Why a target can stay unmet: printed under the targets table for each
+# target this run did not meet (keyed by the target's workload).
+NOT_MET_REASONS = {
+    "W1": "the compile itself is now one direct compile of the text (no syntax-tree objects, "
+          "`src/split.c`); what remains per call is the run machinery around it: two "
+          "`asyncio.all_tasks()` snapshots to find tasks the cell started (Python code in asyncio), "
+          "the shell integrity check, entering and leaving the run's context, the namespace "
+          "sync in and export out, and the linecache entry (`src/cell.c`, `src/runner.c`, "
+          "`src/shell.c`)",
+    "W2": "the same per-call machinery as W1, plus the audit events of the cell's imports and "
+          "prints, each judged by the hook",
+    "W5": "no exact fast path exists: 3.12+ must see every call at a call site that calls a "
+          "trusted native (disabling the site would let a different callee through it), so "
+          "each call costs one sys.monitoring CALL callback; 3.11 has no sys.monitoring, and the "
+          "C profile function that replaces it sees every call and return of the cell's step. "
+          "See 'Trusted natives: the per-call check against its floor' below for the floor",
+    "W8": "on 3.11 the profile function runs for every call inside the library while any "
+          "native or gated function is registered (W4 and W5 registered theirs earlier in the "
+          "same worker, as a host's presets would); 3.12+ watches cell code only",
+}
+for _w in ("W9", "W10", "W11"):
+    NOT_MET_REASONS[_w] = NOT_MET_REASONS["W8"]
+
+
 def verdict(v):
     return "not measured" if v is None else ("**met**" if v else "**NOT met**")
 
@@ -761,6 +785,23 @@ def write_results(path, systems, stats, cmp_rows, tg, env, args, meta):
     for name, interp, meas, ok in tg:
         L.append("| %s | %s | %s | %s |" % (name, interp, meas.replace("|", "/"), verdict(ok)))
     L.append("")
+    unmet = []
+    for name, interp, meas, ok in tg:
+        w = re.search(r"\((W\d+)\)$", name)
+        if ok is False and w and w.group(1) in NOT_MET_REASONS and w.group(1) not in unmet:
+            unmet.append(w.group(1))
+    if unmet:
+        L.append("Why the targets not met are not met:\n")
+        for w in unmet:
+            L.append("- **%s**: %s." % (W.WORKLOADS[w]["short"], NOT_MET_REASONS[w]))
+        L.append("")
+    L.append("Exact fast paths per interpreter for trusted natives (issue 12): on 3.12 and 3.13 a "
+             "trusted native's call site keeps its CALL event (never DISABLEd, so no other callee "
+             "passes unseen) and the check is a pointer compare against the last trusted callable, "
+             "with a pointer-set pre-filter that answers 'not trusted' for every other callable "
+             "without allocating; on 3.11 there is no exact fast path: the profile function sees every "
+             "call of the step, and the same cache and pre-filter keep the check to a compare. The "
+             "measured floors are in 'Trusted natives: the per-call check against its floor'.\n")
     L.append("## Import time and memory (W7)\n")
     L.append("| system | `import safepyrun` (median) | resident memory added | fresh process wall | ratio to bare start |")
     L.append("|---|---|---|---|---|")
