@@ -68,7 +68,7 @@ def main(src, dst):
     ax.set_yscale("log")
     ax.set_ylim(lo, hi)
     ax.set_xticks(range(len(wls)))
-    ax.set_xticklabels([R["workloads"][w] for w in wls], fontsize=9)
+    ax.set_xticklabels([R["workloads"][w].replace(" ", "\n", 1) for w in wls], fontsize=8)
     ax.set_xlim(-0.5, len(wls) - 0.5)
     ax.set_ylabel("time / plain compile+exec, same interpreter\n(log scale; black line = 1 = plain exec)")
     meta = R["meta"]
