@@ -21,7 +21,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined -O1 -g
 DEBUG_FLAGS := -O0 -g3 -UNDEBUG
 VENVS := .venv
-TEST_DEPS := pytest hypothesis numpy pandas matplotlib ipython atheris
+TEST_DEPS := pytest hypothesis numpy pandas matplotlib ipython atheris scipy scikit-learn pillow
 
 .PHONY: demo test test-one asan debug clean
 

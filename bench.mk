@@ -5,7 +5,7 @@
 PYTHON ?= python3
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))/bench
 
-.PHONY: bench bench-quick bench-clean bench-trust bench-host-writes bench-monitor
+.PHONY: bench bench-quick bench-clean bench-trust bench-host-writes bench-monitor bench-limits
 bench:
 	$(PYTHON) $(BENCH_DIR)/run.py </dev/null
 	@$(MAKE) --no-print-directory bench-trust bench-host-writes bench-monitor
@@ -46,6 +46,20 @@ bench-host-writes:
 	     $$py $(BENCH_DIR)/host_writes.py $$header || exit 1; header=; \
 	   done; } >> $(BENCH_DIR)/RESULTS.md
 	@tail -4 $(BENCH_DIR)/RESULTS.md
+
+# Limits and the run report (issue 9): each of bench/limits_{time,memory,output}.py
+# that exists, for each of our venvs (or $(PYTHON) when there are none).
+BENCH_PYS = $(or $(wildcard $(BENCH_DIR)/.venvs/ours-py*/bin/python),$(PYTHON))
+bench-limits:
+	@{ echo; echo "## Limits: time, memory, output"; \
+	   for script in $(wildcard $(BENCH_DIR)/limits_time.py $(BENCH_DIR)/limits_memory.py \
+	                            $(BENCH_DIR)/limits_output.py); do \
+	     echo; echo "\`$$script\`:"; echo; header=--header; \
+	     for py in $(BENCH_PYS); do \
+	       $$py $$script $$header || exit 1; header=; \
+	     done; \
+	   done; } >> $(BENCH_DIR)/RESULTS.md
+	@tail -12 $(BENCH_DIR)/RESULTS.md
 
 bench-clean:
 	rm -rf $(BENCH_DIR)/.venvs

@@ -23,14 +23,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _engine
+from . import report as _report
+from .report import Display, RunEvent, RunResult
 from ._engine import (AllowPolicy, CallInfo, DenyInfo, OpenWritePolicy,
-                      PathWritePolicy, PosAllowPolicy, chk_dest, in_run,
+                      PathWritePolicy, PosAllowPolicy, RawDenyInfo, chk_dest,
+                      in_run,
                       set_data, should_export, srcfn, track_call)
 
 __all__ = ["RunPython", "allow", "allow_imports", "AllowPolicy",
            "PosAllowPolicy", "PathWritePolicy", "OpenWritePolicy", "chk_dest",
            "set_data", "track_call", "find_var", "should_export", "srcfn",
-           "default_ok_dests", "DenyInfo", "CallInfo", "UNSET"]
+           "default_ok_dests", "DenyInfo", "CallInfo", "RawDenyInfo", "UNSET",
+           "RunResult", "RunEvent", "Display"]
 
 
 class _Unset:
@@ -184,20 +188,48 @@ class RunPython(_engine.Runner):
                 ok_dests: Any = UNSET, ban_imports: Any = None,
                 ban_defs: bool = False, yolo: bool = False,
                 pre_deny: Callable[[DenyInfo], bool | None] | None = None,
+                echo: bool = False, max_output: int | None = None,
+                max_memory: int | None = None,
                 **data: Any) -> RunPython:
         """A runner for ``g`` (default: the IPython user namespace, else the
         caller's namespace holding ``sentinel``, else ``__main__``'s).
         ``ok_dests``: where cells may write (default:
         ``safepyrun.default_ok_dests``; None: writes are not checked).
+        ``echo``: ``python.run()`` also shows the output it captures on the
+        host's streams (``python(code)`` always shows it).  ``max_output``:
+        characters of each stream a ``python.run()`` report keeps.
+        ``max_memory``: bytes a cell may allocate while it runs (None: no
+        cap); past it the cell gets ``MemoryError`` and what it built is
+        freed.  ``await python(code, max_memory=...)`` overrides it per call.
         Other keywords are data handed to policies.  Refused inside a run."""
         if g is None:
             g = cls._host_namespace(sentinel)
         if ok_dests is UNSET:
             ok_dests = cls._default_ok_dests()
         self = super().__new__(cls, g, ok_dests, ban_imports, ban_defs, yolo,
-                               data, pre_deny)
+                               data, pre_deny, echo, max_output,
+                               max_memory=max_memory)
         cls._load_entry_points()  # only the first call reads them
         return self
+
+    async def run(self, code: str, *, echo: bool | None = None) -> RunResult:
+        """Run ``code`` like ``await python(code)`` and report what it did:
+        a ``RunResult`` with its value, captured stdout/stderr, error and
+        traceback, the effects the sandbox judged, the time it took and the
+        figures it drew.  Never raises for the cell's own errors (a
+        refusal, a syntax error, any exception); misuse of the API (code
+        that is not a str, a run started from a cell) raises.  ``echo``
+        (default: the runner's) also shows the output on the host's
+        streams as it is written."""
+        before = _report.figures_before()
+        _report.hook_ipython_display()
+        raw = await self.report(code, echo)
+        try:
+            displays = _report.render_figures(before)
+        except Exception as e:  # the report still comes back
+            displays = (_report.Display(
+                "text/plain", f"figures could not be rendered: {e!r}"),)
+        return _report.RunResult.from_engine(raw, displays)
 
     def __repr__(self) -> str:
         return f"RunPython(ok_dests={self.ok_dests!r})"

@@ -1,7 +1,8 @@
 """Type stub for safepyrun._engine, the C enforcement engine.
 
 Use the safepyrun package; these are its building blocks."""
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import (Awaitable, Callable, Generator, Iterable, Mapping,
+                             Sequence)
 from os import PathLike
 from typing import Any, NamedTuple
 
@@ -22,6 +23,10 @@ class Cell:
     def send(self, value: Any, /) -> Any: ...
     def throw(self, typ: Any, val: Any = ..., tb: Any = ..., /) -> Any: ...
     def close(self) -> None: ...
+    @property
+    def peak_memory(self) -> int | None:
+        """Bytes the cell had allocated at its high-water mark (counted
+        while it ran), or None when it ran without a memory cap."""
 
 class Runner:
     """A host namespace and the policy its cells run under (refused inside
@@ -29,9 +34,21 @@ class Runner:
     def __new__(cls, g: dict[str, Any], ok_dests: Sequence[_Path] | None,
                 banned: Sequence[str] | None = None, ban_defs: bool = False,
                 yolo: bool = False, data: dict[str, Any] | None = None,
-                pre_deny: Callable[[DenyInfo], bool | None] | None = None) -> Runner: ...
+                pre_deny: Callable[[DenyInfo], bool | None] | None = None,
+                echo: bool = False, max_output: int | None = None,
+                *, max_memory: int | None = None) -> Runner: ...
     def run(self, code: str, /) -> Cell: ...
-    def __call__(self, code: str) -> Cell: ...
+    def report(self, code: str, echo: bool | None = None, *,
+               max_memory: int | None = ...) -> Cell:
+        """A Cell whose value is the run report: a dict with value, error,
+        stdout, stderr, events ((name, args, verdict, by) tuples),
+        events_dropped, elapsed, displays ({mime: data} dicts) and
+        peak_memory; the cell's errors go in it.  RunPython.run makes it a
+        RunResult."""
+        ...
+    def __call__(self, code: str, *, max_memory: int | None = ...) -> Cell:
+        """A Cell for `code`; `max_memory` (bytes, or None for no cap)
+        replaces the runner's cap for this call."""
     @property
     def g(self) -> dict[str, Any]: ...
     @property
@@ -46,19 +63,68 @@ class Runner:
     def ban_defs(self) -> bool: ...
     @property
     def yolo(self) -> bool: ...
+    @property
+    def max_memory(self) -> int | None:
+        """Bytes a cell may allocate, or None for no cap."""
+    @property
+    def echo(self) -> bool: ...
+    @property
+    def max_output(self) -> int | None: ...
+
+class OutputRouter:
+    """sys.stdout/sys.stderr once a run captured output: a run's writes go
+    to its report, everyone else's to the stream it replaced (whose other
+    attributes the host sees through it)."""
+    def write(self, text: str, /) -> int: ...
+    def writelines(self, lines: Iterable[str], /) -> None: ...
+    def flush(self) -> None: ...
+    def isatty(self) -> bool: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+    def writable(self) -> bool: ...
+    def readable(self) -> bool: ...
+    def seekable(self) -> bool: ...
+    @property
+    def encoding(self) -> str | None: ...
+    @property
+    def errors(self) -> str | None: ...
+    @property
+    def name(self) -> Any: ...
+    @property
+    def mode(self) -> str | None: ...
+    @property
+    def newlines(self) -> Any: ...
+    @property
+    def line_buffering(self) -> bool | None: ...
+    @property
+    def closed(self) -> bool: ...
+    def __getattr__(self, name: str) -> Any: ...
 
 class CallInfo(NamedTuple):
+    fn: Callable[..., Any] | None
+    args: list[Any]
+    kwargs: dict[str, Any]
     module: str | None
     qualname: str
     name: str
-    args: list[Any]
-    kwargs: dict[str, Any]
+    frame: Any
+    source: str
+
+class RawDenyInfo(NamedTuple):
+    args: tuple[Any, ...]
+    frame: Any
+    msg: str
+    calls: list[CallInfo]
 
 class DenyInfo(NamedTuple):
     event: str
-    args: tuple[Any, ...]
+    args: list[Any]
+    kwargs: dict[str, Any]
     data: Mapping[str, Any]
     calls: list[CallInfo]
+    call: CallInfo | None
+    raw: RawDenyInfo
+    def find(self, name: str) -> CallInfo | None: ...
 
 class Tracked:
     """A function wrapped by track_call."""
@@ -134,4 +200,10 @@ def get_data() -> dict[str, Any]: ...
 def set_default_ok_dests(dests: Sequence[_Path] | None, /) -> None: ...
 def get_default_ok_dests() -> list[str] | None: ...
 def in_run() -> bool: ...
+def memory_hooks_installed() -> bool:
+    """Whether the memory cap's allocator hooks are installed (once any
+    runner or call was given max_memory; they stay installed)."""
 def track_call(fn: Callable[..., Any], /) -> Tracked: ...
+
+# the run report
+def report_display(data: dict[str, Any], /) -> bool: ...

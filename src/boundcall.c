@@ -28,6 +28,9 @@ typedef struct {
     PyObject_HEAD
     SpRun *run;   /* owned: the run whose policy governs the call */
     PyObject *fn; /* owned: the callable the cell registered */
+    int memcap;   /* nonzero: only charge the call to the run's memory cap
+                     (a step of a task the cell spawned; its context holds
+                     the run already) */
 } SpBoundCall;
 
 static int
@@ -59,11 +62,23 @@ bound_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "safepyrun: cleared bound call");
         return NULL;
     }
+    if (b->memcap) {
+        sp_memcap_step step;
+        sp_memcap_step_enter(b->run->mem, &step);
+        PyObject *res = PyObject_Call(b->fn, args, kwargs);
+        sp_memcap_step_leave(&step);
+        return res;
+    }
     PyObject *token = sp_context_enter(b->run);
     if (token == NULL) {
         return NULL;
     }
+    /* Work a capped cell handed to an executor thread (asyncio.to_thread)
+     * counts against its cap while the run lasts. */
+    sp_memcap_step step;
+    sp_memcap_step_enter(b->run->mem, &step);
     PyObject *res = PyObject_Call(b->fn, args, kwargs);
+    sp_memcap_step_leave(&step);
     if (sp_context_leave(token) < 0) {
         Py_CLEAR(res);
     }
@@ -142,8 +157,19 @@ sp_boundcall_new(SpRun *run, PyObject *fn)
     }
     b->run = (SpRun *)Py_NewRef((PyObject *)run);
     b->fn = Py_NewRef(fn);
+    b->memcap = 0;
     PyObject_GC_Track(b);
     return (PyObject *)b;
+}
+
+PyObject *
+sp_boundcall_memcap_new(SpRun *run, PyObject *fn)
+{
+    PyObject *b = sp_boundcall_new(run, fn);
+    if (b != NULL && ((SpBoundCall *)b)->fn == fn) {
+        ((SpBoundCall *)b)->memcap = 1;
+    }
+    return b;
 }
 
 int

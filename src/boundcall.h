@@ -13,4 +13,10 @@ int sp_boundcall_init(PyObject *module);
  * Neither argument is stolen.  New reference, or NULL with an exception. */
 PyObject *sp_boundcall_new(SpRun *run, PyObject *fn);
 
+/* `fn` (a step or wakeup of a task a capped cell spawned) charged to
+ * `run`'s memory cap while it runs: the task's context holds the run
+ * already, only the cap's thread-local account is set around the call.
+ * New reference, or NULL with an exception. */
+PyObject *sp_boundcall_memcap_new(SpRun *run, PyObject *fn);
+
 #endif /* SP_BOUNDCALL_H */

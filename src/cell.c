@@ -32,6 +32,8 @@
 #include "guards.h"
 #include "hook.h"
 #include "monitor.h"
+#include "output.h"
+#include "report.h"
 #include "shell.h"
 
 #define CELL_MAX_UNWRAP 32
@@ -63,10 +65,18 @@ typedef struct {
     PyObject *seen;    /* owned or NULL: tasks not to await (existed before,
                           or already awaited); NULL when no loop runs */
     PyObject *error;   /* owned or NULL: first failure of a cell task */
+    PyObject *before;  /* owned or NULL: with a memory cap, a copy of the
+                          namespace as the cell found it (put back when
+                          the cap stops the cell) */
     int has_result;
     int ban_defs;      /* the checks refuse def/class */
     int checks;        /* the syntax-tree checks apply (not yolo) */
     int monitored;     /* the call monitor watches this cell (monitor.c) */
+    int report_mode;   /* the run has a report: the Cell's value is the
+                          report's dict, and the cell's errors go in it */
+    int cancelled_in;  /* a CancelledError was thrown in: the awaiting
+                          task was cancelled, which is not the cell's error */
+    sp_output_streams streams; /* report mode: sys.stdout/stderr per step */
     cell_state state;
 } SpCell;
 
@@ -87,6 +97,9 @@ cell_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->waiter);
     Py_VISIT(c->seen);
     Py_VISIT(c->error);
+    Py_VISIT(c->before);
+    Py_VISIT(c->streams.own[0]);
+    Py_VISIT(c->streams.own[1]);
     return 0;
 }
 
@@ -98,7 +111,6 @@ cell_tp_clear(PyObject *self)
     Py_CLEAR(c->ns);
     Py_CLEAR(c->synced);
     Py_CLEAR(c->banned);
-    Py_CLEAR(c->run);
     Py_CLEAR(c->source);
     Py_CLEAR(c->code);
     Py_CLEAR(c->globals);
@@ -106,6 +118,17 @@ cell_tp_clear(PyObject *self)
     Py_CLEAR(c->waiter);
     Py_CLEAR(c->seen);
     Py_CLEAR(c->error);
+    Py_CLEAR(c->before);
+    sp_output_clear(&c->streams);
+    if (c->run != NULL) {
+        sp_memcap_end(c->run->mem); /* a cell dropped before it finished */
+        if (c->report_mode) {
+            /* Never finished: what the run's tasks write from now on goes
+             * to the host. */
+            sp_report_close(c->run);
+        }
+    }
+    Py_CLEAR(c->run);
     return 0;
 }
 
@@ -125,11 +148,15 @@ sp_cell_new(PyObject *g, PyObject *ns, PyObject *synced, SpRun *run,
     cell->run = (SpRun *)Py_NewRef(run);
     cell->source = Py_NewRef(source);
     cell->code = cell->globals = cell->coro = cell->waiter = NULL;
-    cell->seen = cell->error = NULL;
+    cell->seen = cell->error = cell->before = NULL;
     cell->has_result = 0;
     cell->ban_defs = ban_defs;
     cell->checks = checks;
     cell->monitored = 0;
+    cell->report_mode = run->report != NULL;
+    cell->cancelled_in = 0;
+    cell->streams.router[0] = cell->streams.router[1] = NULL;
+    cell->streams.own[0] = cell->streams.own[1] = NULL;
     cell->state = CELL_START;
     PyObject_GC_Track(cell);
     return (PyObject *)cell;
@@ -389,6 +416,56 @@ cell_tb_in_cell(PyObject *tb)
     return is_cell;
 }
 
+/* Whether `exc` is the cell being stopped by its memory cap: a
+ * MemoryError in a run whose cap refused an allocation. */
+static int
+cell_memory_stopped(SpCell *self, PyObject *exc)
+{
+    return exc != NULL && self->run->mem != NULL &&
+           sp_memcap_tripped(self->run->mem) &&
+           PyErr_GivenExceptionMatches(exc, PyExc_MemoryError);
+}
+
+/* When the memory cap stopped the cell, free what it built: its namespace
+ * is put back as it found it (nothing is exported) and the frames of its
+ * traceback drop their locals.  Keeps the pending exception. */
+static void
+cell_drop_partial(SpCell *self)
+{
+    PyObject *exc = sp_err_get_raised();
+    if (!cell_memory_stopped(self, exc) || self->before == NULL ||
+        self->globals == NULL) {
+        sp_err_set_raised(exc);
+        return;
+    }
+    PyObject *keys = PyDict_Keys(self->globals);
+    for (Py_ssize_t i = 0; keys != NULL && i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        int had = PyDict_Contains(self->before, key);
+        if (had < 0 || (had == 0 && PyDict_DelItem(self->globals, key) < 0)) {
+            PyErr_Clear();
+        }
+    }
+    Py_XDECREF(keys);
+    if (PyDict_Update(self->globals, self->before) < 0) {
+        PyErr_Clear();
+    }
+    Py_CLEAR(self->before);
+    PyObject *tb = PyException_GetTraceback(exc); /* owned */
+    for (PyObject *walk = tb; walk != NULL && walk != Py_None;
+         walk = (PyObject *)((PyTracebackObject *)walk)->tb_next) {
+        PyObject *res = PyObject_CallMethod(
+            (PyObject *)((PyTracebackObject *)walk)->tb_frame, "clear", NULL);
+        if (res == NULL) {
+            PyErr_Clear(); /* a frame still running keeps its locals */
+        }
+        Py_XDECREF(res);
+    }
+    Py_XDECREF(tb);
+    sp_memcap_trim();
+    sp_err_set_raised(exc);
+}
+
 /* Rewrite the pending exception for the host: a wrapped refusal is
  * unwrapped, and the traceback starts at the cell's first frame. */
 static void
@@ -401,6 +478,28 @@ cell_fix_error(SpCell *self)
     PyObject *denial = cell_find_denial(self->run, exc);
     if (denial != NULL && denial != exc) {
         Py_SETREF(exc, Py_NewRef(denial));
+    }
+    if (cell_memory_stopped(self, exc)) {
+        /* Deep inside, MemoryError often has no message (CPython's
+         * preallocated one): the host gets one naming the cap, with what
+         * was raised as its cause. */
+        char cap[32];
+        sp_memcap_format(sp_memcap_cap(self->run->mem), cap, sizeof(cap));
+        PyObject *err = PyObject_CallFunction(
+            PyExc_MemoryError, "N",
+            PyUnicode_FromFormat("cell exceeded its memory limit of %s", cap));
+        if (err == NULL) {
+            PyErr_Clear(); /* keep the MemoryError rather than nothing */
+        }
+        else {
+            PyObject *tb = PyException_GetTraceback(exc);
+            if (tb != NULL) {
+                PyException_SetTraceback(err, tb);
+                Py_DECREF(tb);
+            }
+            PyException_SetCause(err, exc); /* steals exc */
+            exc = err;
+        }
     }
     if (self->checks && PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)) {
         /* sys.exit()/exit() in a cell would end the host: a refusal, with
@@ -457,6 +556,7 @@ cell_throw_into(PyObject *it, PyObject *exc, PyObject **out)
 typedef struct {
     sp_monitor_saved monitor;
     sp_caches_snapshot caches;
+    sp_memcap_step mem;
     PyObject *token; /* owned until cell_leave: the run context's token */
 } cell_step;
 
@@ -466,7 +566,14 @@ typedef struct {
 static int
 cell_enter(SpCell *self, cell_step *step)
 {
+    /* Output first, outside the run: installing the router is host work. */
+    if (self->report_mode && sp_output_enter(&self->streams) < 0) {
+        return -1;
+    }
     if (sp_monitor_enter(&step->monitor, self->monitored) < 0) {
+        if (self->report_mode) {
+            (void)sp_output_leave(&self->streams);
+        }
         return -1;
     }
     sp_caches_take(&step->caches);
@@ -474,20 +581,30 @@ cell_enter(SpCell *self, cell_step *step)
     if (step->token == NULL) {
         sp_caches_restore(&step->caches);
         sp_monitor_leave(&step->monitor);
+        if (self->report_mode) {
+            (void)sp_output_leave(&self->streams);
+        }
         return -1;
     }
+    /* Last in, first out: the engine's own entering and leaving is not
+     * charged to the cell's memory cap. */
+    sp_memcap_step_enter(self->run->mem, &step->mem);
     return 0;
 }
 
 /* Leave what cell_enter entered; a pending exception survives.  0 ok, -1
  * error. */
 static int
-cell_leave(cell_step *step)
+cell_leave(SpCell *self, cell_step *step)
 {
+    sp_memcap_step_leave(&step->mem);
     int left = sp_context_leave(step->token);
     step->token = NULL;
     sp_caches_restore(&step->caches);
     sp_monitor_leave(&step->monitor);
+    if (self->report_mode && sp_output_leave(&self->streams) < 0) {
+        left = -1;
+    }
     /* The shell's names and objects as the host left them (shell.c): put
      * back what the step changed, and say so. */
     PyObject *pending = sp_err_get_raised();
@@ -515,7 +632,7 @@ cell_drive(SpCell *self, PyObject *it, PyObject *arg, PyObject *exc,
     }
     PySendResult r = exc != NULL ? cell_throw_into(it, exc, out)
                                  : PyIter_Send(it, arg, out);
-    if (cell_leave(&step) < 0 && r != PYGEN_ERROR) {
+    if (cell_leave(self, &step) < 0 && r != PYGEN_ERROR) {
         Py_CLEAR(*out);
         return PYGEN_ERROR;
     }
@@ -541,6 +658,9 @@ cell_start(SpCell *self)
     if (sp_monitor_sync() < 0) {
         return -1;
     }
+    if (self->report_mode) {
+        sp_report_start(self->run->report);
+    }
     self->code = sp_compile_cell(self->source, self->banned, self->ban_defs,
                                  self->checks, &self->has_result);
     if (self->code == NULL ||
@@ -564,6 +684,10 @@ cell_start(SpCell *self)
                           PyEval_GetBuiltins()) == NULL) {
         return -1;
     }
+    if (self->run->mem != NULL &&
+        (self->before = PyDict_Copy(self->globals)) == NULL) {
+        return -1;
+    }
     if (cell_begin(self) < 0 || sp_guards_before_run() < 0) {
         return -1;
     }
@@ -572,7 +696,7 @@ cell_start(SpCell *self)
         return -1;
     }
     PyObject *res = PyEval_EvalCode(self->code, self->globals, self->globals);
-    if (cell_leave(&step) < 0 || res == NULL) {
+    if (cell_leave(self, &step) < 0 || res == NULL) {
         Py_XDECREF(res);
         return -1;
     }
@@ -624,6 +748,23 @@ cell_export_on_error(SpCell *self)
         PyErr_WriteUnraisable(self->g);
     }
     sp_err_set_raised(pending);
+}
+
+/* Report mode: the cell failed; its error goes in the report, which is
+ * the Cell's value.  A cancellation of the awaiting task is not the
+ * cell's error and propagates, as does a failure to build the report. */
+static PySendResult
+cell_report_error(SpCell *self, PyObject **out)
+{
+    if (self->cancelled_in &&
+        PyErr_ExceptionMatches(cell_global->cancelled)) {
+        sp_report_close(self->run);
+        return PYGEN_ERROR;
+    }
+    PyObject *exc = sp_err_get_raised();
+    *out = sp_report_finish(self->run, NULL, exc);
+    Py_XDECREF(exc);
+    return *out != NULL ? PYGEN_RETURN : PYGEN_ERROR;
 }
 
 /* The state machine behind send/throw/__next__.  `exc` (borrowed, may be
@@ -690,6 +831,12 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
                 goto fail;
             }
             self->state = CELL_FINISHED;
+            sp_memcap_end(self->run->mem);
+            if (self->report_mode) {
+                *out = sp_report_finish(self->run, result, NULL);
+                Py_DECREF(result);
+                return *out != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+            }
             *out = result;
             return PYGEN_RETURN;
         }
@@ -703,8 +850,13 @@ fail:
     self->state = CELL_FINISHED;
     Py_CLEAR(self->coro);
     Py_CLEAR(self->waiter);
+    cell_drop_partial(self);
     cell_export_on_error(self);
     cell_fix_error(self);
+    sp_memcap_end(self->run->mem);
+    if (self->report_mode) {
+        return cell_report_error(self, out);
+    }
     return PYGEN_ERROR;
 }
 
@@ -754,6 +906,10 @@ cell_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *value;
+    if (cell_global->cancelled != NULL &&
+        PyErr_GivenExceptionMatches(exc, cell_global->cancelled)) {
+        ((SpCell *)self)->cancelled_in = 1;
+    }
     PySendResult r = cell_advance((SpCell *)self, Py_None, exc, &value);
     Py_DECREF(exc);
     return sp_send_result_to_python(r, value);
@@ -766,12 +922,29 @@ cell_close(PyObject *self, PyObject *unused)
     SpCell *c = (SpCell *)self;
     PyObject *it = c->coro != NULL ? c->coro : c->waiter; /* borrowed */
     c->state = CELL_FINISHED;
+    if (c->report_mode) {
+        sp_report_close(c->run);
+    }
     PyObject *res = it != NULL ? PyObject_CallMethod(it, "close", NULL)
                                : Py_NewRef(Py_None);
     Py_CLEAR(c->coro);
     Py_CLEAR(c->waiter);
     return res == NULL ? NULL : (Py_DECREF(res), Py_NewRef(Py_None));
 }
+
+static PyObject *
+cell_get_peak_memory(PyObject *self, void *c)
+{
+    (void)c;
+    return sp_memcap_run_peak(((SpCell *)self)->run);
+}
+
+static PyGetSetDef cell_getset[] = {
+    {"peak_memory", cell_get_peak_memory, NULL,
+     "Bytes the cell had allocated at its high-water mark (counted while "
+     "its steps ran), or None without a memory cap.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyObject *
 cell_am_await(PyObject *self)
@@ -795,6 +968,7 @@ static PyType_Slot cell_slots[] = {
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, cell_tp_iternext},
     {Py_tp_methods, cell_methods},
+    {Py_tp_getset, cell_getset},
     {Py_am_await, cell_am_await},
     {Py_am_send, cell_am_send},
     {0, NULL},

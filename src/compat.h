@@ -122,6 +122,28 @@ sp_weakref_is(PyObject *wr, PyObject *obj)
 #endif
 }
 
+/* The object weak reference `wr` refers to: 1 with *obj a new reference,
+ * 0 when dead (or not a weakref), -1 with an exception.  PyWeakref_GetRef
+ * is 3.13+; before it, the borrowed PyWeakref_GetObject. */
+static inline int
+sp_weakref_get_ref(PyObject *wr, PyObject **obj)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyWeakref_GetRef(wr, obj);
+#else
+    PyObject *o = PyWeakref_GetObject(wr);
+    *obj = NULL;
+    if (o == NULL) {
+        return -1;
+    }
+    if (o == Py_None) {
+        return 0;
+    }
+    *obj = Py_NewRef(o);
+    return 1;
+#endif
+}
+
 /* The name of an object's type for error messages.  "%T" in
  * PyErr_Format / PyUnicode_FromFormat exists only from 3.13 (3.11 prints it
  * literally, 3.12 raises SystemError), so messages use "%.200s" with this. */

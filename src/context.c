@@ -33,6 +33,7 @@ run_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(run->data);
     Py_VISIT(run->denials);
     Py_VISIT(run->pre_deny);
+    Py_VISIT(run->report);
     return 0;
 }
 
@@ -44,6 +45,9 @@ run_tp_clear(PyObject *self)
     Py_CLEAR(run->data);
     Py_CLEAR(run->denials);
     Py_CLEAR(run->pre_deny);
+    sp_memcap_release(run->mem);
+    run->mem = NULL;
+    Py_CLEAR(run->report);
     return 0;
 }
 
@@ -126,6 +130,8 @@ sp_context_new_run(PyObject *ok_dests, PyObject *data, PyObject *pre_deny,
     run->pre_deny = pre_deny == Py_None ? NULL : Py_NewRef(pre_deny);
     run->yolo = yolo;
     run->later = 0;
+    run->mem = NULL;
+    run->report = NULL;
     run->denials = PyList_New(0);
     if (run->denials == NULL) {
         Py_DECREF(run);
@@ -152,6 +158,28 @@ sp_context_current(SpRun **run)
     if (!Py_IS_TYPE(value, context_global->run_type) ||
         ((SpRun *)value)->yolo) {
         Py_DECREF(value);
+        return 0;
+    }
+    *run = (SpRun *)value;
+    return 1;
+}
+
+int
+sp_context_current_any(SpRun **run)
+{
+    PyObject *value = NULL;
+    *run = NULL;
+    if (context_global->run_var == NULL) {
+        return 0;
+    }
+    if (PyContextVar_Get(context_global->run_var, NULL, &value) < 0) {
+        return -1;
+    }
+    if (value == NULL) {
+        return 0;
+    }
+    if (!Py_IS_TYPE(value, context_global->run_type)) {
+        Py_DECREF(value); /* sp_context_call_outside's None */
         return 0;
     }
     *run = (SpRun *)value;
@@ -237,4 +265,27 @@ sp_context_new_twin(SpRun *run)
         twin->later = 1;
     }
     return twin;
+}
+
+int
+sp_context_set_memcap(SpRun *run, size_t cap)
+{
+    if (cap == 0) {
+        return 0;
+    }
+    if (sp_memcap_install() < 0) {
+        return -1;
+    }
+    sp_memcap_release(run->mem);
+    run->mem = sp_memcap_new(cap);
+    return run->mem == NULL ? -1 : 0;
+}
+
+PyObject *
+sp_memcap_run_peak(SpRun *run)
+{
+    if (run->mem == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromSize_t(sp_memcap_peak(run->mem));
 }

@@ -10,6 +10,7 @@
 #define SP_CONTEXT_H
 
 #include "compat.h"
+#include "memcap.h"
 
 /* The policy of one cell run.  Immutable after creation except `denials`.
  * Kept alive by the cell that created it and by every context copy that
@@ -23,10 +24,15 @@ typedef struct {
                            raised in this run, newest last, bounded; the
                            runner unwraps wrapped errors by identity */
     PyObject *pre_deny; /* owned or NULL: host hook called before a refusal */
+    sp_memcap_account *mem; /* owned (C memory) or NULL: the memory cap's
+                               account (memcap.c); never on a twin */
     int yolo;           /* nonzero: nothing is gated */
     int later;          /* nonzero: the policy twin that gates a cell's code
                            after its run (records no denials: see
                            sp_context_register_codes) */
+    PyObject *report;   /* owned or NULL: the run report (report.c) of a
+                           run started by Runner.report: its captured
+                           output and judged events.  Twins have none. */
 } SpRun;
 
 /* Create the SpRun type and the context variable.  Both are process-wide
@@ -50,6 +56,11 @@ PyObject *sp_context_call_outside(PyObject *fn, PyObject *arg);
  * 1 found with *run a new reference.  *run is NULL unless 1. */
 int sp_context_current(SpRun **run);
 
+/* The run of the current context whatever its policy (a yolo run too):
+ * what the output router (output.c) routes by.  -1 error, 0 none, 1 with
+ * *run a new reference.  *run is NULL unless 1. */
+int sp_context_current_any(SpRun **run);
+
 /* Make `run` current; returns a new reference to the token, or NULL. */
 PyObject *sp_context_enter(SpRun *run);
 
@@ -64,6 +75,14 @@ int sp_context_leave_var(PyObject *var, PyObject *token);
 /* A copy of `run` that gates a cell's code after its run (`later` set:
  * it records no denials).  New reference or NULL. */
 SpRun *sp_context_new_twin(SpRun *run);
+
+/* The run's memory cap account: `cap` bytes, 0 for none.  0 / -1. */
+int sp_context_set_memcap(SpRun *run, size_t cap);
+
+/* The bytes the run had counted at its high-water mark (the run report's
+ * peak_memory): a new reference to an int, or None when the run has no
+ * memory cap (nothing is counted then). */
+PyObject *sp_memcap_run_peak(SpRun *run);
 
 /* Remember `exc` (a PermissionError the hook is raising) in `run`. */
 int sp_context_record_denial(SpRun *run, PyObject *exc);

@@ -18,10 +18,13 @@
 #include "gate.h"
 #include "guards.h"
 #include "hook.h"
+#include "libcache.h"
 #include "monitor.h"
+#include "output.h"
 #include "paths.h"
 #include "policy.h"
 #include "registry.h"
+#include "report.h"
 #include "rules.h"
 #include "runner.h"
 #include "shell.h"
@@ -220,7 +223,22 @@ engine_audit_rule(PyObject *module, PyObject *event)
     return PyUnicode_FromString(kinds[rule->kind]);
 }
 
+PyDoc_STRVAR(memory_hooks_installed_doc,
+"memory_hooks_installed() -> bool\n\n"
+"Whether the memory cap's allocator hooks are installed (they are once a\n"
+"runner or a call was given max_memory, and stay installed).");
+
+static PyObject *
+engine_memory_hooks_installed(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyBool_FromLong(sp_state.memcap.installed);
+}
+
 static PyMethodDef engine_methods[] = {
+    {"memory_hooks_installed", engine_memory_hooks_installed, METH_NOARGS,
+     memory_hooks_installed_doc},
     {"audit_rule", engine_audit_rule, METH_O, audit_rule_doc},
     {"chk_dest", (PyCFunction)(void (*)(void))engine_chk_dest, METH_FASTCALL,
      chk_dest_doc},
@@ -238,12 +256,13 @@ static int
 engine_exec(PyObject *module)
 {
     if (sp_rules_init() < 0 || sp_context_init(module) < 0 ||
-        sp_gate_init(module) < 0 ||
+        sp_gate_init(module) < 0 || sp_libcache_init(module) < 0 ||
         sp_registry_init(module) < 0 || sp_trust_init(module) < 0 ||
         sp_monitor_init(module) < 0 || sp_hook_init(module) < 0 ||
         sp_threads_init(module) < 0 ||
         sp_guards_init(module) < 0 ||
         sp_compile_init(module) < 0 || sp_export_init(module) < 0 ||
+        sp_report_init(module) < 0 || sp_output_init(module) < 0 ||
         sp_cell_init(module) < 0 || sp_runner_init(module) < 0 ||
         sp_policy_init(module) < 0 || sp_shell_init(module) < 0) {
         return -1;

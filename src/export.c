@@ -20,8 +20,11 @@ export_is_cell_function(PyObject *obj)
 
 /* The export rule (DESIGN.md, "Namespaces"): 1 if cell name `k` with value
  * `v` goes back to the host namespace `g`, 0 if not, -1 on error.
- *   - names starting with '_' never (`_`, `_x`, `_x_`, dunders); other
- *     names ending in '_' always;
+ *   - names starting with '_' never (`_`, `_x`, `_x_`, dunders), nor
+ *     `py` and `allow`, the names hosts and notebooks bind to the runner
+ *     and to allow() (as the published implementation: a cell's
+ *     `allow = 'x'` stays in the cells' namespace); other names ending in
+ *     '_' always;
  *   - a new name always;
  *   - an existing name is not replaced when the old value is a callable or
  *     module of the host, or the new value is a callable or module (a cell
@@ -38,7 +41,8 @@ sp_export_should(PyObject *k, PyObject *v, PyObject *g)
         return 0;
     }
     Py_UCS4 first = PyUnicode_READ_CHAR(k, 0), last = PyUnicode_READ_CHAR(k, n - 1);
-    if (first == '_') {
+    if (first == '_' || PyUnicode_CompareWithASCIIString(k, "py") == 0 ||
+        PyUnicode_CompareWithASCIIString(k, "allow") == 0) {
         return 0;
     }
     if (last == '_') {

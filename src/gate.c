@@ -31,6 +31,7 @@
  * hook is); the barrier is per thread.
  */
 #include "gate.h"
+#include "threads.h"
 #include "state.h"
 
 #include <stdint.h>
@@ -306,19 +307,28 @@ sp_walk_stop(sp_walk *w)
 static int
 gate_run_of_frames(SpRun **run)
 {
-    if (gate->live == 0) {
+    if (gate->live == 0 && !sp_threads_any_adopted()) {
         return 0;
     }
     sp_walk w;
     sp_walk_start(&w);
+    PyFrameObject *bottom = NULL; /* owned: the outermost frame walked */
     while (sp_walk_next(&w) != NULL) {
         sp_gate_slot *s = gate_find(w.code);
         if (s != NULL) {
             *run = (SpRun *)Py_NewRef(s->run);
             break;
         }
+        if (w.next == NULL) {
+            bottom = (PyFrameObject *)Py_NewRef(w.frame);
+        }
     }
     sp_walk_stop(&w);
+    if (*run == NULL && bottom != NULL && !PyErr_Occurred()) {
+        /* A thread a library's import started inside a run. */
+        (void)sp_threads_adopted_run(bottom, run);
+    }
+    Py_XDECREF(bottom);
     if (PyErr_Occurred()) {
         Py_CLEAR(*run);
         return -1;
@@ -362,6 +372,41 @@ sp_gate_exec_is_import(void)
     int is_import = (PyObject *)code == gate->import_exec_code;
     Py_DECREF(code);
     return is_import;
+}
+
+int
+sp_gate_import_body(PyObject **globals, PyCodeObject **code)
+{
+    *globals = NULL;
+    *code = NULL;
+    if (gate->import_exec_code == NULL) {
+        return 0;
+    }
+    sp_walk w;
+    sp_walk_start(&w);
+    while (sp_walk_next(&w) != NULL) {
+        if (gate_find(w.code) != NULL) {
+            break; /* cell code first: a cell's callback, not the import */
+        }
+        if (w.next == NULL) {
+            continue;
+        }
+        PyCodeObject *outer = PyFrame_GetCode(w.next);
+        int is_body = (PyObject *)outer == gate->import_exec_code;
+        Py_DECREF(outer);
+        if (is_body) {
+            *globals = PyFrame_GetGlobals(w.frame);
+            *code = (PyCodeObject *)Py_NewRef(w.code);
+            break;
+        }
+    }
+    sp_walk_stop(&w);
+    if (PyErr_Occurred()) {
+        Py_CLEAR(*globals);
+        Py_CLEAR(*code);
+        return -1;
+    }
+    return *globals != NULL;
 }
 
 void

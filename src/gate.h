@@ -62,6 +62,13 @@ int sp_gate_register_codes(PyObject *code, SpRun *run);
  * code (its exec is not a cell creating code).  By code identity. */
 int sp_gate_exec_is_import(void);
 
+/* The module body the import system is executing, if the code running now
+ * was reached from one with no cell code in between: walks outwards and
+ * stops at the first cell frame.  1 with *globals and *code (new
+ * references: that frame's globals, the module's namespace, and its code),
+ * 0 none, -1 error. */
+int sp_gate_import_body(PyObject **globals, PyCodeObject **code);
+
 /* ---- the engine's own calls ------------------------------------------------- */
 
 /* Around a call the engine itself makes from inside a run that raises an

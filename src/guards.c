@@ -84,6 +84,7 @@
 #include "environ.h"
 #include "foreign.h"
 #include "gate.h"
+#include "memcap.h"
 #include "state.h"
 #include "trust.h"
 
@@ -149,6 +150,7 @@ enum {
     G_FH_STACK,
     G_FH_READ_NULL,
     G_SETRECURSIONLIMIT,
+    G_TRACEMALLOC_STOP,
     G_COUNT
 };
 
@@ -216,6 +218,7 @@ static const guards_place guards_places[G_COUNT] = {
     [G_FH_STACK] = {"faulthandler", NULL, "_stack_overflow"},
     [G_FH_READ_NULL] = {"faulthandler", NULL, "_read_null"},
     [G_SETRECURSIONLIMIT] = {"sys", NULL, "setrecursionlimit"},
+    [G_TRACEMALLOC_STOP] = {"_tracemalloc", NULL, "stop"},
 };
 
 /* The modules guarded, with whether sp_guards_init imports them (cheap or
@@ -233,6 +236,7 @@ static const struct {
     {"_tkinter", 0, 0},       {"asyncio.events", 0, 1},
     {"concurrent.futures.thread", 0, 1},
     {"faulthandler", 1, 0},   {"sys", 1, 0},
+    {"_tracemalloc", 0, 0},
 };
 #define GUARDS_NMODULES (sizeof(guards_modules) / sizeof(guards_modules[0]))
 
@@ -741,6 +745,58 @@ guards_cell_frame_near(void)
     return PyErr_Occurred() ? -1 : found;
 }
 
+/* Whether a Handle's callback is a task's step or wakeup: a step wrapper
+ * (a static type on 3.11, a heap type named with its module from 3.12) or
+ * a builtin method of a future. */
+static int
+guards_task_plumbing(PyObject *cb)
+{
+    PyTypeObject *tp = Py_TYPE(cb);
+    return guards_asyncio_internal(cb) ||
+           (!(tp->tp_flags & Py_TPFLAGS_BASETYPE) &&
+            strcmp(tp->tp_name, "_asyncio.TaskStepMethWrapper") == 0);
+}
+
+/* A task step or wakeup headed for a context that holds a run with a
+ * memory cap (a task the cell spawned): the callback is charged to the
+ * cap while it runs.  Only reached while a capped run is alive.  1 when
+ * handled (*res the result, or NULL with an exception), 0 when the Handle
+ * is none of these (the ordinary guard decides). */
+static int
+guards_handle_memcap(PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                     Py_ssize_t slot, PyObject **res)
+{
+    *res = NULL;
+    if (!guards_task_plumbing(args[slot])) {
+        return 0;
+    }
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *ctx = guards_arg(args, guards_slot(args, nargs, kwnames, 4, "context"));
+    PyObject *run = NULL; /* owned */
+    if (PyContext_CheckExact(ctx)) {
+        run = PyObject_GetItem(ctx, guards->run_var);
+        if (run == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                return 1;
+            }
+            PyErr_Clear();
+        }
+    }
+    if (run == NULL || !Py_IS_TYPE(run, sp_state.context.run_type) ||
+        !sp_memcap_counting(((SpRun *)run)->mem)) {
+        Py_XDECREF(run);
+        return 0;
+    }
+    PyObject *bound = sp_boundcall_memcap_new((SpRun *)run, args[slot]);
+    Py_DECREF(run);
+    if (bound == NULL) {
+        return 1;
+    }
+    *res = guards_call(G_HANDLE_INIT, args, nargsf, kwnames, slot, bound);
+    Py_DECREF(bound);
+    return 1;
+}
+
 /* asyncio.events.Handle.__init__(self, callback, args, loop, context=None)
  * (TimerHandle's calls it; so do call_soon, call_later, call_at and
  * call_soon_threadsafe).  The callback is bound when a run governs its
@@ -759,6 +815,13 @@ guards_handle_init(PyObject *unused, PyObject *const *args, size_t nargsf,
     PyObject *bound = NULL, *res = NULL; /* owned */
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t slot = guards_slot(args, nargs, kwnames, 1, "callback");
+    if (slot >= 0 && sp_memcap_any_live()) {
+        PyObject *res = NULL;
+        int done = guards_handle_memcap(args, nargsf, kwnames, slot, &res);
+        if (done != 0) {
+            return res;
+        }
+    }
     if (slot < 0 || guards_asyncio_internal(args[slot]) ||
         guards_cell_function(args[slot]) || !PyCallable_Check(args[slot])) {
         return guards_call(G_HANDLE_INIT, args, nargsf, kwnames, -1, NULL);
@@ -904,6 +967,9 @@ guards_exec_module(int g, PyObject *const *args, size_t nargsf,
         Py_DECREF(res);
         return NULL;
     }
+    /* numpy's core imported inside a capped cell: its data allocator is
+     * counted from now on, not from the cell's next step. */
+    sp_memcap_module_ready(mod);
     Py_DECREF(mod);
     return res;
 }
@@ -1093,6 +1159,21 @@ guards_setrecursionlimit(PyObject *unused, PyObject *const *args,
     return guards_call(G_SETRECURSIONLIMIT, args, nargsf, kwnames, -1, NULL);
 }
 
+/* tracemalloc.stop() puts back the allocators it found when it started;
+ * if the memory cap's hooks came after that, they would be gone, and a
+ * cell could stop tracemalloc and then allocate uncounted.  The hooks are
+ * put back at once (memcap.c). */
+static PyObject *
+guards_tracemalloc_stop(PyObject *unused, PyObject *const *args,
+                        size_t nargsf, PyObject *kwnames)
+{
+    (void)unused;
+    PyObject *res = guards_call(G_TRACEMALLOC_STOP, args, nargsf, kwnames, -1,
+                                NULL);
+    sp_memcap_rehook();
+    return res;
+}
+
 /* ---- the method table ------------------------------------------------------ */
 
 #define GUARDS_DEF(name, fn, doc)                                            \
@@ -1188,6 +1269,8 @@ static PyMethodDef guards_defs[G_COUNT] = {
     [G_SETRECURSIONLIMIT] = GUARDS_DEF("setrecursionlimit",
                                        guards_setrecursionlimit,
                                        "Set the recursion limit."),
+    [G_TRACEMALLOC_STOP] = GUARDS_DEF("stop", guards_tracemalloc_stop,
+                                      "Stop tracing memory allocations."),
 };
 #undef GUARDS_DEF
 

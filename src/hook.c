@@ -28,8 +28,10 @@
 
 #include "context.h"
 #include "gate.h"
+#include "libcache.h"
 #include "paths.h"
 #include "registry.h"
+#include "report.h"
 #include "rules.h"
 #include "sqlite.h"
 #include "threads.h"
@@ -227,14 +229,15 @@ done:
     return res;
 }
 
-/* Raise the refusal for `event` and record it in `run`.  `shown` is the
+/* Raise the refusal for `event` (arguments `args`, borrowed) and record it
+ * in `run` and its report.  `shown` is the
  * offending argument (borrowed, may be NULL); `detail` (borrowed, may be
  * NULL) follows it, or stands alone, e.g. " is outside ok_dests [...]".
  * Always returns -1 with an exception set: the PermissionError, or
  * whatever failed while building it (refused either way). */
 static int
 hook_refuse(SpRun *run, const sp_rule *rule, const char *event,
-            PyObject *shown, PyObject *detail)
+            PyObject *args, PyObject *shown, PyObject *detail)
 {
     PyObject *chain = NULL, *arg_text = NULL, *msg = NULL, *exc = NULL;
     const char *what = rule != NULL && rule->what != NULL
@@ -272,6 +275,7 @@ done:
             "unavailable)", what, event);
     }
     exc = msg == NULL ? NULL : PyObject_CallOneArg(PyExc_PermissionError, msg);
+    sp_report_event(run, event, args, hook_short_repr, "denied", NULL);
     if (exc != NULL && sp_context_record_denial(run, exc) == 0) {
         PyErr_SetObject(PyExc_PermissionError, exc);
     }
@@ -290,14 +294,28 @@ static int
 hook_deny(SpRun *run, const sp_rule *rule, const char *event, PyObject *args,
           PyObject *shown, PyObject *detail)
 {
-    PyObject *refusals = NULL, *full = NULL;
-    int trusted = sp_trust_search(run, &refusals);
+    PyObject *refusals = NULL, *full = NULL, *by = NULL;
+    int trusted = sp_trust_search_by(run, &refusals,
+                                     run->report != NULL ? &by : NULL);
     if (trusted != 0) {
+        if (trusted > 0) {
+            sp_report_event(run, event, args, hook_short_repr, "allowed", by);
+        }
+        Py_XDECREF(by);
         return trusted < 0 ? -1 : 0;
     }
-    int pre = sp_trust_pre_deny(run, event, args);
+    int pre = sp_trust_pre_deny(run, event, args,
+                                rule != NULL && rule->what != NULL
+                                    ? rule->what : "raise an unknown audit event");
     if (pre != 0) {
         Py_DECREF(refusals);
+        if (pre > 0 && run->report != NULL) {
+            PyObject *hook_name = PyUnicode_FromString("pre_deny");
+            PyErr_Clear();
+            sp_report_event(run, event, args, hook_short_repr, "allowed",
+                            hook_name);
+            Py_XDECREF(hook_name);
+        }
         return pre < 0 ? -1 : 0;
     }
     if (PyList_GET_SIZE(refusals) > 0) {
@@ -321,7 +339,7 @@ hook_deny(SpRun *run, const sp_rule *rule, const char *event, PyObject *args,
         detail = full;
     }
     Py_DECREF(refusals);
-    int rc = hook_refuse(run, rule, event, shown, detail);
+    int rc = hook_refuse(run, rule, event, args, shown, detail);
     Py_XDECREF(full);
     return rc;
 }
@@ -403,6 +421,8 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
     if (run->ok_dests == Py_None) {
         return 1;
     }
+    int judged = 0; /* a path was checked against ok_dests */
+    int reported = 0; /* hook_deny reported the event */
     for (int k = 0; k < 2; k++) {
         PyObject *path = hook_arg(args, rule->path_arg[k]);
         if (path == NULL || path == Py_None) {
@@ -426,6 +446,7 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
             if (rc < 0) {
                 return -1;
             }
+            reported = 1;
             continue;
         }
         int dir_fd = -1;
@@ -467,7 +488,18 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
         if (ok < 0) {
             return -1;
         }
+        judged = 1;
         if (ok == 0) {
+            /* A library's first import creating its caches. */
+            int lib = sp_libcache_allows(run, resolved,
+                                         strcmp(event, "os.mkdir") == 0);
+            if (lib != 0) {
+                Py_DECREF(resolved);
+                if (lib < 0) {
+                    return -1;
+                }
+                continue;
+            }
             PyObject *detail = hook_write_detail(run->ok_dests, path, resolved);
             Py_DECREF(resolved);
             if (detail == NULL) {
@@ -478,9 +510,14 @@ hook_judge_write(SpRun *run, const sp_rule *rule, const char *event,
             if (rc < 0) {
                 return -1;
             }
+            reported = 1;
             continue; /* trusted: check the other path too */
         }
         Py_DECREF(resolved);
+    }
+    if (judged && !reported) {
+        /* Inside ok_dests: allowed by the policy itself. */
+        sp_report_event(run, event, args, hook_short_repr, "allowed", NULL);
     }
     return 1;
 }
@@ -711,6 +748,16 @@ hook_judge(SpRun *run, const sp_rule *rule, const char *event,
         int in_to_thread = hook_in_to_thread();
         if (in_to_thread != 0) {
             return in_to_thread < 0 ? -1 : 0;
+        }
+        /* A library's first import starting a helper thread: the thread
+         * runs under this run's gate. */
+        int in_import = sp_libcache_in_import(run);
+        if (in_import > 0) {
+            PyObject *fn = hook_arg(args, 0);
+            in_import = fn == NULL ? 0 : sp_threads_adopt(run, fn);
+        }
+        if (in_import != 0) {
+            return in_import < 0 ? -1 : 0;
         }
         break;
     }

@@ -14,6 +14,7 @@
 #include "context.h"
 #include "gate.h"
 #include "paths.h"
+#include "report.h"
 #include "trust.h"
 
 #include <stddef.h>
@@ -22,7 +23,6 @@
 /* This file's part of the engine state (state.h). */
 static struct sp_runner_state *const runner_global = &sp_state.runner;
 
-static PyObject *runner_run(PyObject *self, PyObject *source);
 
 typedef struct {
     PyObject_HEAD
@@ -33,9 +33,42 @@ typedef struct {
     PyObject *pre_deny; /* owned: callable or None */
     PyObject *ns;       /* owned: the live namespace its cells share */
     PyObject *synced;   /* owned: g as it was when ns and g were in step */
+    size_t max_memory;  /* bytes a cell may allocate; 0: no cap */
     int ban_defs;
     int yolo;
+    int echo;              /* reports: output also shown on the host */
+    Py_ssize_t max_output; /* reports: characters kept per stream, or -1 */
 } SpRunner;
+
+static PyObject *runner_make_cell(SpRunner *r, PyObject *source, int report,
+                                  int echo, size_t max_memory);
+
+/* A memory cap as given by the host: None (no cap) or an int of bytes
+ * > 0.  0 ok (*cap 0 for None), -1 error. */
+static int
+runner_parse_cap(PyObject *obj, size_t *cap)
+{
+    *cap = 0;
+    if (obj == Py_None) {
+        return 0;
+    }
+    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "max_memory must be an int (bytes) or None, not %.200s",
+                     SP_TYPE_NAME(obj));
+        return -1;
+    }
+    if (PyObject_RichCompareBool(obj, Py_False, Py_LE) == 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "max_memory must be a positive number of bytes");
+        return -1;
+    }
+    *cap = PyLong_AsSize_t(obj);
+    if (*cap == (size_t)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
 
 static int
 runner_tp_traverse(PyObject *self, visitproc visit, void *arg)
@@ -66,25 +99,60 @@ runner_tp_clear(PyObject *self)
     return 0;
 }
 
+/* `max_output`: None (-1, no limit) or an int >= 0.  0 / -1. */
+static int
+runner_parse_max_output(PyObject *obj, Py_ssize_t *out)
+{
+    *out = -1;
+    if (obj == Py_None) {
+        return 0;
+    }
+    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "max_output must be an int (characters) or None, not %.200s",
+                     SP_TYPE_NAME(obj));
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(obj);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_output must be >= 0");
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
 /* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None,
- *        pre_deny=None) */
+ *        pre_deny=None, echo=False, max_output=None, *, max_memory=None) */
 static PyObject *
 runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"g", "ok_dests", "banned", "ban_defs", "yolo",
-                             "data", "pre_deny", NULL};
+                             "data", "pre_deny", "echo", "max_output",
+                             "max_memory", NULL};
     PyObject *g, *ok_dests, *banned = Py_None, *data = Py_None;
-    PyObject *pre_deny = Py_None;
-    int ban_defs = 0, yolo = 0;
+    PyObject *pre_deny = Py_None, *max_output_obj = Py_None;
+    PyObject *max_memory = Py_None;
+    size_t cap = 0;
+    int ban_defs = 0, yolo = 0, echo = 0;
+    Py_ssize_t max_output = -1;
     /* A runner made inside a run would carry a policy of the cell's own
      * choosing (yolo, ok_dests=None): refused, whatever the route
      * (RunPython, _engine.Runner, a subclass). */
     if (sp_gate_refuse_inside("create a runner") < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO:Runner", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOOpO$O:Runner", kwlist,
                                      &g, &ok_dests, &banned, &ban_defs, &yolo,
-                                     &data, &pre_deny)) {
+                                     &data, &pre_deny, &echo, &max_output_obj,
+                                     &max_memory)) {
+        return NULL;
+    }
+    if (runner_parse_max_output(max_output_obj, &max_output) < 0 ||
+        runner_parse_cap(max_memory, &cap) < 0) {
         return NULL;
     }
     if (pre_deny != Py_None && !PyCallable_Check(pre_deny)) {
@@ -114,6 +182,13 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->ban_defs = ban_defs;
     self->yolo = yolo;
+    self->echo = echo;
+    self->max_output = max_output;
+    self->max_memory = cap;
+    /* The allocator hooks go in now, on the host's side, not in a cell. */
+    if (cap != 0 && sp_memcap_install() < 0) {
+        goto error;
+    }
     self->ok_dests = sp_paths_normalise_dests(ok_dests);
     if (self->ok_dests == NULL) {
         goto error;
@@ -151,18 +226,24 @@ error:
     return NULL;
 }
 
-/* runner(code) is runner.run(code): RunPython, a subclass, is called
- * straight into C. */
+/* runner(code, *, max_memory=<the runner's>) is runner.run(code):
+ * RunPython, a subclass, is called straight into C.  A max_memory given
+ * here (None: no cap) replaces the runner's for this cell. */
 static PyObject *
 runner_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"code", NULL};
-    PyObject *code; /* borrowed */
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:__call__", kwlist,
-                                     &code)) {
+    static char *kwlist[] = {"code", "max_memory", NULL};
+    PyObject *code;              /* borrowed */
+    PyObject *max_memory = NULL; /* borrowed */
+    size_t cap = ((SpRunner *)self)->max_memory;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:__call__", kwlist,
+                                     &code, &max_memory)) {
         return NULL;
     }
-    return runner_run(self, code);
+    if (max_memory != NULL && runner_parse_cap(max_memory, &cap) < 0) {
+        return NULL;
+    }
+    return runner_make_cell((SpRunner *)self, code, 0, 0, cap);
 }
 
 /* The host's objects a policy or the pre_deny hook decides with: their
@@ -190,6 +271,14 @@ runner_get_pre_deny(PyObject *self, void *c)
 }
 
 static PyObject *
+runner_get_max_memory(PyObject *self, void *c)
+{
+    (void)c;
+    size_t cap = ((SpRunner *)self)->max_memory;
+    return cap == 0 ? Py_NewRef(Py_None) : PyLong_FromSize_t(cap);
+}
+
+static PyObject *
 runner_get_ban_defs(PyObject *self, void *c)
 {
     (void)c;
@@ -201,6 +290,21 @@ runner_get_yolo(PyObject *self, void *c)
 {
     (void)c;
     return PyBool_FromLong(((SpRunner *)self)->yolo);
+}
+
+static PyObject *
+runner_get_echo(PyObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(((SpRunner *)self)->echo);
+}
+
+static PyObject *
+runner_get_max_output(PyObject *self, void *c)
+{
+    (void)c;
+    Py_ssize_t n = ((SpRunner *)self)->max_output;
+    return n < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(n);
 }
 
 static PyMemberDef runner_members[] = {
@@ -220,17 +324,24 @@ static PyGetSetDef runner_getset[] = {
      "The host's pre_deny hook, or None (refused inside a run).", NULL},
     {"ban_defs", runner_get_ban_defs, NULL, "Whether def/class are refused.",
      NULL},
+    {"max_memory", runner_get_max_memory, NULL,
+     "Bytes a cell may allocate (int), or None for no cap.", NULL},
     {"yolo", runner_get_yolo, NULL, "True when nothing is gated.", NULL},
+    {"echo", runner_get_echo, NULL,
+     "Whether a report's captured output is also shown on the host.", NULL},
+    {"max_output", runner_get_max_output, NULL,
+     "Characters of output a report keeps per stream, or None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-/* Runner.run(code) -> Cell.  Nothing happens until the Cell is awaited:
- * then the code is checked, compiled and run, so a syntax error surfaces
- * at the await as any other error of the cell does. */
+/* The Cell for `source`: the run's policy object (context.c) with a fresh
+ * data dict and memory cap `max_memory` (0: none), and, when `report` is
+ * set, the run report (report.c) its output and events go to, with `echo`
+ * (-1: the runner's setting).  New reference or NULL. */
 static PyObject *
-runner_run(PyObject *self, PyObject *source)
+runner_make_cell(SpRunner *r, PyObject *source, int report, int echo,
+                 size_t max_memory)
 {
-    SpRunner *r = (SpRunner *)self;
     /* The run's data: set_data() defaults, then RunPython's keywords, then
      * ok_dests; a fresh dict per cell, so a policy cannot change another
      * run's data. */
@@ -245,22 +356,84 @@ runner_run(PyObject *self, PyObject *source)
     if (run == NULL) {
         return NULL;
     }
+    if (sp_context_set_memcap(run, max_memory) < 0) {
+        Py_DECREF(run);
+        return NULL;
+    }
+    if (report) {
+        run->report = sp_report_new(r->max_output, echo < 0 ? r->echo : echo);
+        if (run->report == NULL) {
+            Py_DECREF(run);
+            return NULL;
+        }
+    }
     PyObject *cell = sp_cell_new(r->g, r->ns, r->synced, run, source,
                                  r->banned, r->ban_defs, !r->yolo);
     Py_DECREF(run);
     return cell;
 }
 
+/* Runner.run(code) -> Cell.  Nothing happens until the Cell is awaited:
+ * then the code is checked, compiled and run, so a syntax error surfaces
+ * at the await as any other error of the cell does. */
+static PyObject *
+runner_run(PyObject *self, PyObject *source)
+{
+    SpRunner *r = (SpRunner *)self;
+    return runner_make_cell(r, source, 0, 0, r->max_memory);
+}
+
+/* Runner.report(code, echo=None) -> Cell whose value is the run report (a
+ * dict; RunPython.run makes it a RunResult).  The cell's errors, a syntax
+ * error included, go in the report; misuse raises here: code that is not
+ * a str, or a report started from sandboxed code (a nested run). */
+static PyObject *
+runner_report(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"code", "echo", "max_memory", NULL};
+    PyObject *source, *echo_obj = Py_None, *max_memory = NULL; /* borrowed */
+    size_t cap = ((SpRunner *)self)->max_memory;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$O:report", kwlist,
+                                     &source, &echo_obj, &max_memory)) {
+        return NULL;
+    }
+    if (max_memory != NULL && runner_parse_cap(max_memory, &cap) < 0) {
+        return NULL;
+    }
+    if (sp_gate_refuse_inside("start a run") < 0) {
+        return NULL;
+    }
+    if (!PyUnicode_Check(source)) {
+        PyErr_Format(PyExc_TypeError, "code must be a str, not %.200s",
+                     SP_TYPE_NAME(source));
+        return NULL;
+    }
+    int echo = -1;
+    if (echo_obj != Py_None) {
+        echo = PyObject_IsTrue(echo_obj);
+        if (echo < 0) {
+            return NULL;
+        }
+    }
+    return runner_make_cell((SpRunner *)self, source, 1, echo, cap);
+}
+
 static PyMethodDef runner_methods[] = {
     {"run", runner_run, METH_O,
      "run(code) -> Cell\n\nCheck and compile a cell; await the result to run "
      "it and get the value of its last expression."},
+    {"report", (PyCFunction)(void (*)(void))runner_report,
+     METH_VARARGS | METH_KEYWORDS,
+     "report(code, echo=None, *, max_memory=<the runner's>) -> Cell\n\nLike run(), but awaiting the Cell "
+     "gives the run report (a dict: value, error, stdout, stderr, events, "
+     "events_dropped, elapsed) and the cell's errors go in it."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot runner_slots[] = {
     {Py_tp_doc, "Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, "
-                "data=None)\n\nThe engine behind RunPython: a host namespace "
+                "data=None, pre_deny=None, echo=False, max_output=None, *, "
+                "max_memory=None)\n\nThe engine behind RunPython: a host namespace "
                 "and the policy its cells run under."},
     {Py_tp_new, runner_tp_new},
     {Py_tp_call, runner_tp_call},

@@ -38,6 +38,13 @@
 #define SP_GUARDS_MAX_MODULES 16 /* guards.c: modules those live in */
 #define SP_FOREIGN_NBASES 6     /* foreign.c: the _ctypes base types */
 
+/* memcap.c: one counted block (key 0: empty, 1: removed). */
+typedef struct {
+    uintptr_t key;                   /* the block's address */
+    size_t size;                     /* bytes charged for it */
+    struct sp_memcap_account *acct;  /* borrowed: the account charged */
+} sp_memcap_slot;
+
 /* gate.c: one entry of the cell-code index. */
 typedef struct {
     PyObject *code; /* compared only (held weakly through wr), or NULL, or
@@ -98,6 +105,7 @@ typedef struct {
         PyObject *default_dests;  /* normalised default ok_dests (tuple/None) */
         PyTypeObject *deny_info;  /* struct sequence DenyInfo */
         PyTypeObject *call_info;  /* struct sequence CallInfo */
+        PyTypeObject *raw_deny_info; /* struct sequence RawDenyInfo */
         PyTypeObject *tracked;    /* track_call wrapper type */
         PyTypeObject *tracked_aw; /* its awaitable */
         PyObject *module_name;    /* interned "<module>" */
@@ -136,6 +144,10 @@ typedef struct {
         PyObject *asyncio_executors; /* {id: weakref}: asyncio's own */
         PyObject *frozen_types;     /* the classes made immutable */
         PyObject *start_thread;     /* 3.11: the real _thread.start_new_thread */
+        PyObject *bootstrap;        /* threading.Thread._bootstrap, as at the
+                                       first run */
+        PyObject *adopted;          /* {id(thread): (weakref, run)}: threads a
+                                       library's import started in a run */
     } threads;
 
     /* compile.c: builtins.compile, the _ast types, linecache. */
@@ -149,6 +161,13 @@ typedef struct {
         PyObject *result_name; /* interned name of a cell's last value */
         unsigned long srcfn_counter;
     } compile;
+
+    /* libcache.c: a library's first-import cache writes. */
+    struct sp_libcache_state {
+        PyObject *compile;  /* builtins.compile, as at import */
+        PyObject *verified; /* set of module codes equal to their file's */
+        PyObject *created;  /* list of str: temp directories imports made */
+    } libcache;
 
     /* cell.c: the Cell type and the asyncio functions it calls. */
     struct sp_cell_state {
@@ -221,6 +240,39 @@ typedef struct {
     struct sp_paths_state {
         PyObject *pathlib_types;   /* tuple, or NULL before the first run */
     } paths;
+
+    /* memcap.c: the allocator hooks' table of counted blocks (libc
+     * memory, guarded by memcap.c's mutex) and numpy's API, once found. */
+    struct sp_memcap_state {
+        int installed;            /* the hooks were installed */
+        size_t accounts_live;     /* accounts not yet ended */
+        sp_memcap_slot *slots;    /* `size` slots, or NULL */
+        size_t size;              /* a power of two, or 0 */
+        size_t live;              /* entries holding a block */
+        size_t filled;            /* live + removed */
+        void **np_api;            /* borrowed from np_api_capsule: numpy's
+                                     C API table, or NULL */
+        PyObject *np_api_capsule; /* numpy's _ARRAY_API capsule, or NULL */
+        PyObject *np_wraps;       /* {id(handler): our wrapping capsule} */
+    } memcap;
+
+    /* report.c: the run report type. */
+    struct sp_report_state {
+        PyTypeObject *type;
+    } report;
+
+    /* output.c: the stream router type and the names it calls. */
+    struct sp_output_state {
+        PyTypeObject *router_type;
+        PyObject *unsupported;   /* io.UnsupportedOperation */
+        PyObject *names[2];      /* interned "stdout", "stderr" */
+        PyObject *write_name;    /* interned method names */
+        PyObject *flush_name;
+        PyObject *isatty_name;
+        PyObject *fileno_name;
+        PyObject *close_name;
+        PyObject *logging_name;  /* "logging" */
+    } output;
 
     /* runner.c: the Runner type. */
     struct sp_runner_state {

@@ -33,6 +33,8 @@ static struct sp_threads_state *const threads = &sp_state.threads;
  * the real one for the running loop's default executor. */
 static _Thread_local int threads_in_submit;
 
+static int threads_capture_bootstrap(void);
+
 int
 sp_threads_in_default_submit(void)
 {
@@ -305,10 +307,148 @@ sp_threads_before_run(void)
     }
     Py_DECREF(fn);
     threads->asyncio_executors = PyDict_New();
-    if (threads->asyncio_executors == NULL) {
+    if (threads->asyncio_executors == NULL || threads_capture_bootstrap() < 0) {
         return -1;
     }
     return threads_guard_executor();
+}
+
+/* ---- threads a library's import starts ------------------------------------ */
+
+int
+sp_threads_any_adopted(void)
+{
+    return threads->adopted != NULL && PyDict_GET_SIZE(threads->adopted) > 0;
+}
+
+/* Forget adopted threads whose objects are gone. */
+static int
+threads_purge_adopted(void)
+{
+    PyObject *key, *entry, *dead = PyList_New(0);
+    Py_ssize_t pos = 0;
+    if (dead == NULL) {
+        return -1;
+    }
+    while (PyDict_Next(threads->adopted, &pos, &key, &entry)) {
+        if (sp_weakref_dead(PyTuple_GET_ITEM(entry, 0)) &&
+            PyList_Append(dead, key) < 0) {
+            Py_DECREF(dead);
+            return -1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dead); i++) {
+        if (PyDict_DelItem(threads->adopted, PyList_GET_ITEM(dead, i)) < 0) {
+            Py_DECREF(dead);
+            return -1;
+        }
+    }
+    Py_DECREF(dead);
+    return 0;
+}
+
+int
+sp_threads_adopt(SpRun *run, PyObject *function)
+{
+    if (threads->bootstrap == NULL || !PyMethod_Check(function) ||
+        PyMethod_GET_FUNCTION(function) != threads->bootstrap) {
+        return 0;
+    }
+    PyObject *thread = PyMethod_GET_SELF(function); /* borrowed */
+    if (threads_purge_adopted() < 0) {
+        return -1;
+    }
+    PyObject *key = PyLong_FromVoidPtr(thread);
+    PyObject *wr = key == NULL ? NULL : PyWeakref_NewRef(thread, NULL);
+    PyObject *entry = wr == NULL ? NULL : PyTuple_Pack(2, wr, (PyObject *)run);
+    int rc = entry == NULL ? -1
+             : PyDict_SetItem(threads->adopted, key, entry);
+    Py_XDECREF(key);
+    Py_XDECREF(wr);
+    Py_XDECREF(entry);
+    return rc < 0 ? -1 : 1;
+}
+
+int
+sp_threads_adopted_run(PyFrameObject *bottom, SpRun **run)
+{
+    *run = NULL;
+    if (threads->adopted == NULL || PyDict_GET_SIZE(threads->adopted) == 0) {
+        return 0;
+    }
+    PyCodeObject *code = PyFrame_GetCode(bottom);
+    int is_bootstrap = (PyObject *)code ==
+                       PyFunction_GET_CODE(threads->bootstrap);
+    Py_DECREF(code);
+    if (!is_bootstrap) {
+        return 0;
+    }
+    /* Its `self`: the thread object the start passed (bound above). */
+    PyObject *self = NULL, *key = NULL, *entry = NULL;
+    int rc = 0;
+    PyObject *locals = PyFrame_GetLocals(bottom);
+    if (locals == NULL) {
+        return -1;
+    }
+    self = PyMapping_GetItemString(locals, "self");
+    if (self == NULL) {
+        PyErr_Clear();
+        goto done;
+    }
+    key = PyLong_FromVoidPtr(self);
+    if (key == NULL) {
+        rc = -1;
+        goto done;
+    }
+    rc = sp_dict_get_ref(threads->adopted, key, &entry);
+    if (rc <= 0) {
+        goto done;
+    }
+    PyObject *wr = PyTuple_GET_ITEM(entry, 0); /* borrowed from entry */
+    PyObject *alive = NULL;
+    if (sp_weakref_dead(wr)) {
+        rc = PyDict_DelItem(threads->adopted, key) < 0 ? -1 : 0;
+        goto done;
+    }
+    alive = PyObject_CallNoArgs(wr);
+    rc = alive == self;
+    Py_XDECREF(alive);
+    if (rc) {
+        *run = (SpRun *)Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+    }
+done:
+    Py_DECREF(locals);
+    Py_XDECREF(self);
+    Py_XDECREF(key);
+    Py_XDECREF(entry);
+    return rc;
+}
+
+/* Capture threading.Thread._bootstrap before any cell could replace it. */
+static int
+threads_capture_bootstrap(void)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *cls = threading == NULL ? NULL
+                    : PyObject_GetAttrString(threading, "Thread");
+    PyObject *fn = cls == NULL ? NULL
+                   : PyObject_GetAttrString(cls, "_bootstrap");
+    Py_XDECREF(threading);
+    Py_XDECREF(cls);
+    if (fn == NULL) {
+        return -1;
+    }
+    if (!PyFunction_Check(fn)) {
+        Py_DECREF(fn); /* replaced by the host: no adoption */
+        return 0;
+    }
+    threads->adopted = PyDict_New();
+    if (threads->adopted == NULL) {
+        Py_DECREF(fn);
+        return -1;
+    }
+    threads->bootstrap = fn;
+    return 0;
 }
 
 int

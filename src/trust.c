@@ -31,6 +31,7 @@
 #include "policy.h"
 #include "monitor.h"
 #include "registry.h"
+#include "report.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -384,9 +385,52 @@ record_new(PyObject *fn, PyObject *args, PyObject *kwargs)
     return r;
 }
 
-/* Judge the calls track_call recorded in this context, newest first. */
+/* "module.qualname" of the code running in `frame` (the module from the
+ * frame's globals, read from the dict: no code runs), or the qualname.
+ * New reference, or NULL with no exception when it cannot be made. */
+static PyObject *
+trust_frame_name(PyFrameObject *frame, PyCodeObject *code)
+{
+    PyObject *globals = PyFrame_GetGlobals(frame);
+    PyObject *module = NULL, *res = NULL;
+    if (globals != NULL && PyDict_Check(globals) &&
+        sp_dict_get_ref(globals, trust->name_key, &module) > 0 &&
+        PyUnicode_CheckExact(module)) {
+        res = PyUnicode_FromFormat("%U.%U", module, code->co_qualname);
+    }
+    else {
+        res = Py_NewRef(code->co_qualname);
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(globals);
+    PyErr_Clear();
+    return res;
+}
+
+/* The same for a trusted callable (a native, or a function track_call
+ * recorded): its __module__ and __qualname__ when they are plain str.
+ * New reference, or NULL with no exception. */
+static PyObject *
+trust_callable_name(PyObject *fn)
+{
+    PyObject *module = PyObject_GetAttrString(fn, "__module__");
+    PyObject *qualname = PyObject_GetAttrString(fn, "__qualname__");
+    PyObject *res = NULL;
+    if (qualname != NULL && PyUnicode_CheckExact(qualname)) {
+        res = module != NULL && PyUnicode_CheckExact(module)
+            ? PyUnicode_FromFormat("%U.%U", module, qualname)
+            : Py_NewRef(qualname);
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    PyErr_Clear();
+    return res;
+}
+
+/* Judge the calls track_call recorded in this context, newest first;
+ * *by (when not NULL) names the one that trusts. */
 static int
-trust_judge_tracked(SpRun *run, PyObject *refusals)
+trust_judge_tracked(SpRun *run, PyObject *refusals, PyObject **by)
 {
     PyObject *calls = NULL;
     if (PyContextVar_Get(trust->calls_var, trust->empty_tuple, &calls) < 0) {
@@ -414,6 +458,9 @@ trust_judge_tracked(SpRun *run, PyObject *refusals)
         else if (grants != NULL) {
             verdict = trust_judge(grants, args, rec->kwargs, freevals, run->data,
                                   refusals, 0);
+            if (verdict == 1 && by != NULL) {
+                *by = trust_callable_name(fn);
+            }
         }
         Py_XDECREF(args);
         Py_XDECREF(freevals);
@@ -427,6 +474,15 @@ trust_judge_tracked(SpRun *run, PyObject *refusals)
 int
 sp_trust_search(SpRun *run, PyObject **refusals)
 {
+    return sp_trust_search_by(run, refusals, NULL);
+}
+
+int
+sp_trust_search_by(SpRun *run, PyObject **refusals, PyObject **by)
+{
+    if (by != NULL) {
+        *by = NULL;
+    }
     *refusals = PyList_New(0);
     if (*refusals == NULL) {
         return -1;
@@ -440,6 +496,9 @@ sp_trust_search(SpRun *run, PyObject **refusals)
     if (native_grants != NULL) {
         Py_DECREF(native_grants); /* natives are registered without policies */
         Py_CLEAR(*refusals);
+        if (by != NULL) {
+            *by = trust_callable_name(native);
+        }
         return 1;
     }
     sp_walk w;
@@ -469,6 +528,9 @@ sp_trust_search(SpRun *run, PyObject **refusals)
             }
             Py_XDECREF(globals);
         }
+        if (verdict == 1 && by != NULL) {
+            *by = trust_frame_name(f, code);
+        }
     }
     if (verdict == 2 && w.depth >= TRUST_MAX_DEPTH) {
         saw_cell = 1; /* deeper than we look: not proven host code */
@@ -478,12 +540,19 @@ sp_trust_search(SpRun *run, PyObject **refusals)
         verdict = -1; /* PyFrame_GetBack ran out of memory */
     }
     if (verdict == 2 && !saw_cell) {
-        verdict = trust_judge_tracked(run, *refusals);
+        verdict = trust_judge_tracked(run, *refusals, by);
     }
     if (verdict == 1 || verdict < 0) {
         Py_CLEAR(*refusals);
     }
     return verdict < 0 ? -1 : verdict == 1;
+}
+
+/* A str argument of a report's "call" event, as is. */
+static PyObject *
+trust_plain_str(PyObject *obj)
+{
+    return PyUnicode_Check(obj) ? PyUnicode_FromObject(obj) : PyObject_Repr(obj);
 }
 
 int
@@ -516,6 +585,13 @@ sp_trust_gate_call(PyFrameObject *frame, PyObject *code)
             PyUnicode_FromFormat("safepyrun refused the call %U(): %U",
                                  ((PyCodeObject *)code)->co_qualname, joined));
         Py_XDECREF(joined);
+        if (run->report != NULL) {
+            /* Reported as a "call" event: the call's policies refused it. */
+            PyObject *what = PyTuple_Pack(1, ((PyCodeObject *)code)->co_qualname);
+            PyErr_Clear();
+            sp_report_event(run, "call", what, trust_plain_str, "denied", NULL);
+            Py_XDECREF(what);
+        }
         if (exc != NULL && sp_context_record_denial(run, exc) == 0) {
             PyErr_SetObject(PyExc_PermissionError, exc);
         }
@@ -532,34 +608,103 @@ done:
 
 /* ---- pre_deny ------------------------------------------------------------ */
 
+/* What pre_deny(info) is told, in the published implementation's shape:
+ * info.args/kwargs are the first call's (a track_call tool's, else the
+ * innermost frame's), the event's own arguments are info.raw.args. */
 static PyStructSequence_Field deny_info_fields[] = {
     {"event", "the audit event"},
-    {"args", "the event's arguments"},
+    {"args", "the first call's positional arguments (info.call.args; the "
+             "event's own are info.raw.args)"},
+    {"kwargs", "the first call's keyword arguments"},
     {"data", "the run's data (ok_dests and RunPython's extra keywords)"},
-    {"calls", "the Python calls active, innermost first (CallInfo)"},
+    {"calls", "the calls active, track_call tools first, then frames "
+              "innermost first, up to the cell's (CallInfo)"},
+    {"call", "the first of calls, or None"},
+    {"raw", "the event as raised (RawDenyInfo)"},
     {NULL, NULL},
 };
 
 static PyStructSequence_Desc deny_info_desc = {
     "safepyrun.DenyInfo",
-    "What pre_deny(info) is told about a would-be refusal.",
-    deny_info_fields, 4,
+    "What pre_deny(info) is told about a would-be refusal; "
+    "info.find(name) is the first call whose name or qualname is name.",
+    deny_info_fields, 7,
+};
+
+static PyStructSequence_Field raw_deny_info_fields[] = {
+    {"args", "the audit event's arguments"},
+    {"frame", "the innermost Python frame, or None"},
+    {"msg", "what would be refused"},
+    {"calls", "the track_call calls in progress (CallInfo)"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc raw_deny_info_desc = {
+    "safepyrun.RawDenyInfo",
+    "A would-be refusal as the audit hook saw it.",
+    raw_deny_info_fields, 4,
 };
 
 static PyStructSequence_Field call_info_fields[] = {
-    {"module", "the module (globals __name__) of the function"},
-    {"qualname", "its qualified name"},
-    {"name", "its name"},
+    {"fn", "the callable (a track_call tool), or None for a frame"},
     {"args", "positional arguments (a list)"},
     {"kwargs", "keyword arguments (a dict)"},
+    {"module", "the module (globals __name__) of the function"},
+    {"qualname", "its qualified name"},
+    {"name", "module.qualname (qualname without a module)"},
+    {"frame", "the frame, or None"},
+    {"source", "'tracked' or 'frame'"},
     {NULL, NULL},
 };
 
 static PyStructSequence_Desc call_info_desc = {
     "safepyrun.CallInfo",
     "One active call, as pre_deny sees it.",
-    call_info_fields, 5,
+    call_info_fields, 8,
 };
+
+/* A CallInfo.  `name` is module.qualname, or qualname without a module.
+ * Borrows everything.  New reference or NULL. */
+static PyObject *
+trust_new_call_info(PyObject *fn, PyObject *args, PyObject *kwargs,
+                    PyObject *module, PyObject *qualname, PyObject *frame,
+                    const char *source)
+{
+    PyObject *name = module != Py_None && PyUnicode_Check(module)
+        ? PyUnicode_FromFormat("%U.%U", module, qualname)
+        : Py_NewRef(qualname);
+    PyObject *src = PyUnicode_FromString(source);
+    PyObject *info = name == NULL || src == NULL ? NULL
+                     : PyStructSequence_New(trust->call_info);
+    if (info == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(src);
+        return NULL;
+    }
+    PyStructSequence_SetItem(info, 0, Py_NewRef(fn));
+    PyStructSequence_SetItem(info, 1, Py_NewRef(args));
+    PyStructSequence_SetItem(info, 2, Py_NewRef(kwargs));
+    PyStructSequence_SetItem(info, 3, Py_NewRef(module));
+    PyStructSequence_SetItem(info, 4, Py_NewRef(qualname));
+    PyStructSequence_SetItem(info, 5, name); /* steals */
+    PyStructSequence_SetItem(info, 6, Py_NewRef(frame));
+    PyStructSequence_SetItem(info, 7, src);  /* steals */
+    return info;
+}
+
+/* The globals' __name__ (borrowed), Py_None when absent; NULL on error. */
+static PyObject *
+trust_module_name(PyObject *globals)
+{
+    if (globals == NULL || !PyDict_Check(globals)) {
+        return Py_None;
+    }
+    PyObject *module = PyDict_GetItemWithError(globals, trust->name_key);
+    if (module == NULL) {
+        return PyErr_Occurred() ? NULL : Py_None;
+    }
+    return module;
+}
 
 /* CallInfo for one frame.  New reference or NULL. */
 static PyObject *
@@ -571,20 +716,12 @@ trust_call_info(PyFrameObject *frame)
     if (trust_frame_args(frame, code, &args, &kwargs, NULL) < 0) {
         goto done;
     }
-    PyObject *module = globals != NULL && PyDict_Check(globals)
-        ? PyDict_GetItemWithError(globals, trust->name_key) : NULL; /* borrowed */
-    if (module == NULL && PyErr_Occurred()) {
-        goto done;
+    PyObject *module = trust_module_name(globals); /* borrowed */
+    if (module != NULL) {
+        info = trust_new_call_info(Py_None, args, kwargs, module,
+                                   code->co_qualname, (PyObject *)frame,
+                                   "frame");
     }
-    info = PyStructSequence_New(trust->call_info);
-    if (info == NULL) {
-        goto done;
-    }
-    PyStructSequence_SetItem(info, 0, Py_NewRef(module != NULL ? module : Py_None));
-    PyStructSequence_SetItem(info, 1, Py_NewRef(code->co_qualname));
-    PyStructSequence_SetItem(info, 2, Py_NewRef(code->co_name));
-    PyStructSequence_SetItem(info, 3, Py_NewRef(args));
-    PyStructSequence_SetItem(info, 4, Py_NewRef(kwargs));
 done:
     Py_DECREF(code);
     Py_XDECREF(globals);
@@ -593,21 +730,75 @@ done:
     return info;
 }
 
-/* The active calls for pre_deny: frames innermost first, up to and
- * including the first frame of cell code.  New list or NULL. */
-static PyObject *
-trust_active_calls(void)
+/* CallInfo for the track_call tools in progress in this context, newest
+ * first, appended to `calls`.  0 / -1. */
+static int
+trust_tracked_call_infos(PyObject *calls)
 {
-    PyObject *calls = PyList_New(0);
+    PyObject *records = NULL;
+    if (PyContextVar_Get(trust->calls_var, trust->empty_tuple, &records) < 0) {
+        return -1;
+    }
+    int rc = 0;
+    if (!PyTuple_CheckExact(records)) {
+        goto done; /* not the engine's: nothing to tell */
+    }
+    for (Py_ssize_t i = PyTuple_GET_SIZE(records) - 1; i >= 0 && rc == 0; i--) {
+        PyObject *item = PyTuple_GET_ITEM(records, i);
+        if (!Py_IS_TYPE(item, trust->record) || !((SpCallRecord *)item)->active) {
+            continue;
+        }
+        SpCallRecord *rec = (SpCallRecord *)item;
+        PyObject *fn = rec->fn, *info = NULL;
+        PyObject *args = PySequence_List(rec->args);
+        PyObject *kwargs = args == NULL ? NULL : PyDict_Copy(rec->kwargs);
+        PyObject *qualname = NULL, *module = NULL;
+        if (kwargs != NULL && PyFunction_Check(fn)) {
+            qualname = Py_NewRef(((PyFunctionObject *)fn)->func_qualname);
+            module = trust_module_name(PyFunction_GET_GLOBALS(fn));
+            Py_XINCREF(module);
+        }
+        else if (kwargs != NULL) {
+            qualname = PyUnicode_FromString(Py_TYPE(fn)->tp_name);
+            module = Py_NewRef(Py_None);
+        }
+        if (qualname != NULL && module != NULL) {
+            info = trust_new_call_info(fn, args, kwargs, module, qualname,
+                                       Py_None, "tracked");
+        }
+        if (info == NULL || PyList_Append(calls, info) < 0) {
+            rc = -1;
+        }
+        Py_XDECREF(info);
+        Py_XDECREF(args);
+        Py_XDECREF(kwargs);
+        Py_XDECREF(qualname);
+        Py_XDECREF(module);
+    }
+done:
+    Py_DECREF(records);
+    return rc;
+}
+
+/* The active Python calls for pre_deny: frames innermost first, up to and
+ * including the first frame of cell code, appended to `calls`; *innermost
+ * is set to a new reference to the innermost frame (or None).  0 / -1. */
+static int
+trust_frame_call_infos(PyObject *calls, PyObject **innermost)
+{
+    *innermost = NULL;
     sp_walk w;
     sp_walk_start(&w);
     PyFrameObject *f;
-    while (calls != NULL && w.depth < TRUST_MAX_DEPTH &&
-           (f = sp_walk_next(&w)) != NULL) {
+    int rc = 0;
+    while (w.depth < TRUST_MAX_DEPTH && (f = sp_walk_next(&w)) != NULL) {
+        if (*innermost == NULL) {
+            *innermost = Py_NewRef(f);
+        }
         PyObject *info = trust_call_info(f);
         if (info == NULL || PyList_Append(calls, info) < 0) {
             Py_XDECREF(info);
-            Py_CLEAR(calls);
+            rc = -1;
             break;
         }
         Py_DECREF(info);
@@ -616,45 +807,119 @@ trust_active_calls(void)
         }
     }
     sp_walk_stop(&w);
-    if (calls != NULL && PyErr_Occurred()) {
-        Py_CLEAR(calls); /* PyFrame_GetBack ran out of memory */
+    if (rc == 0 && PyErr_Occurred()) {
+        rc = -1; /* PyFrame_GetBack ran out of memory */
     }
-    return calls;
+    if (*innermost == NULL) {
+        *innermost = Py_NewRef(Py_None);
+    }
+    if (rc < 0) {
+        Py_CLEAR(*innermost);
+    }
+    return rc;
 }
 
+/* The DenyInfo for a would-be refusal.  New reference or NULL. */
+static PyObject *
+trust_deny_info(SpRun *run, const char *event, PyObject *args, const char *what)
+{
+    PyObject *info = NULL, *calls = NULL, *tracked = NULL, *frame = NULL;
+    PyObject *raw = NULL;
+    calls = PyList_New(0);
+    if (calls == NULL || trust_tracked_call_infos(calls) < 0) {
+        goto done;
+    }
+    tracked = PyList_GetSlice(calls, 0, PyList_GET_SIZE(calls));
+    if (tracked == NULL || trust_frame_call_infos(calls, &frame) < 0) {
+        goto done;
+    }
+    raw = PyStructSequence_New(trust->raw_deny_info);
+    info = raw == NULL ? NULL : PyStructSequence_New(trust->deny_info);
+    PyObject *name = info == NULL ? NULL : PyUnicode_FromString(event);
+    PyObject *msg = name == NULL ? NULL : PyUnicode_FromString(what);
+    PyObject *view = msg == NULL ? NULL : sp_policy_data_view(run->data);
+    if (view == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(msg);
+        Py_CLEAR(info);
+        goto done;
+    }
+    PyStructSequence_SetItem(raw, 0, Py_NewRef(args));
+    PyStructSequence_SetItem(raw, 1, Py_NewRef(frame));
+    PyStructSequence_SetItem(raw, 2, msg);          /* steals */
+    PyStructSequence_SetItem(raw, 3, Py_NewRef(tracked));
+    PyObject *first = PyList_GET_SIZE(calls) > 0 ? PyList_GET_ITEM(calls, 0)
+                                                 : NULL; /* borrowed */
+    PyStructSequence_SetItem(info, 0, name);        /* steals */
+    PyStructSequence_SetItem(info, 1, first != NULL
+        ? Py_NewRef(PyStructSequence_GET_ITEM(first, 1))
+        : PyTuple_New(0));
+    PyStructSequence_SetItem(info, 2, first != NULL
+        ? Py_NewRef(PyStructSequence_GET_ITEM(first, 2))
+        : PyDict_New());
+    PyStructSequence_SetItem(info, 3, view);        /* steals */
+    PyStructSequence_SetItem(info, 4, Py_NewRef(calls));
+    PyStructSequence_SetItem(info, 5, Py_NewRef(first != NULL ? first : Py_None));
+    PyStructSequence_SetItem(info, 6, Py_NewRef(raw));
+    if (PyStructSequence_GET_ITEM(info, 1) == NULL ||
+        PyStructSequence_GET_ITEM(info, 2) == NULL) {
+        Py_CLEAR(info);
+    }
+done:
+    Py_XDECREF(calls);
+    Py_XDECREF(tracked);
+    Py_XDECREF(frame);
+    Py_XDECREF(raw);
+    return info;
+}
+
+/* DenyInfo.find(name): the first call whose name or qualname is `name`,
+ * else None. */
+static PyObject *
+trust_deny_info_find(PyObject *self, PyObject *name)
+{
+    if (!Py_IS_TYPE(self, trust->deny_info)) {
+        PyErr_SetString(PyExc_TypeError, "find() needs a DenyInfo");
+        return NULL;
+    }
+    PyObject *calls = PyStructSequence_GET_ITEM(self, 4); /* borrowed */
+    for (Py_ssize_t i = 0; PyList_Check(calls) && i < PyList_GET_SIZE(calls); i++) {
+        PyObject *call = PyList_GET_ITEM(calls, i);
+        for (int field = 5; field >= 4; field--) { /* name, then qualname */
+            int eq = PyObject_RichCompareBool(
+                PyStructSequence_GET_ITEM(call, field), name, Py_EQ);
+            if (eq != 0) {
+                return eq < 0 ? NULL : Py_NewRef(call);
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef trust_deny_info_find_def = {
+    "find", trust_deny_info_find, METH_O,
+    "find(name) -> the first CallInfo whose name or qualname is name, or None",
+};
+
 int
-sp_trust_pre_deny(SpRun *run, const char *event, PyObject *args)
+sp_trust_pre_deny(SpRun *run, const char *event, PyObject *args,
+                  const char *what)
 {
     if (run->pre_deny == NULL) {
         return 0;
     }
-    PyObject *info = NULL, *calls = NULL, *res = NULL, *name = NULL;
-    int rc = -1;
-    calls = trust_active_calls();
-    name = PyUnicode_FromString(event);
-    info = PyStructSequence_New(trust->deny_info);
-    if (calls == NULL || name == NULL || info == NULL) {
-        goto done;
+    PyObject *info = trust_deny_info(run, event, args, what);
+    if (info == NULL) {
+        return -1;
     }
-    PyStructSequence_SetItem(info, 0, Py_NewRef(name));
-    PyStructSequence_SetItem(info, 1, Py_NewRef(args));
-    PyObject *view = sp_policy_data_view(run->data);
-    if (view == NULL) {
-        goto done;
-    }
-    PyStructSequence_SetItem(info, 2, view); /* steals view */
-    PyStructSequence_SetItem(info, 3, Py_NewRef(calls));
     /* pre_deny is the host's: not gated, though cell frames lie below. */
-    res = sp_gate_call_as_host(run->pre_deny, info);
+    PyObject *res = sp_gate_call_as_host(run->pre_deny, info);
+    Py_DECREF(info);
     if (res == NULL) {
-        goto done;
+        return -1;
     }
-    rc = res == Py_True ? 1 : 0;
-done:
-    Py_XDECREF(info);
-    Py_XDECREF(calls);
-    Py_XDECREF(res);
-    Py_XDECREF(name);
+    int rc = res == Py_True ? 1 : 0;
+    Py_DECREF(res);
     return rc;
 }
 
@@ -1069,6 +1334,7 @@ sp_trust_init(PyObject *module)
         trust->calls_var = PyContextVar_New("safepyrun.calls", NULL);
         trust->deny_info = PyStructSequence_NewType(&deny_info_desc);
         trust->call_info = PyStructSequence_NewType(&call_info_desc);
+        trust->raw_deny_info = PyStructSequence_NewType(&raw_deny_info_desc);
         trust->tracked = (PyTypeObject *)PyType_FromModuleAndSpec(module,
                                                                  &tracked_spec, NULL);
         trust->record = (PyTypeObject *)PyType_FromModuleAndSpec(module,
@@ -1081,14 +1347,30 @@ sp_trust_init(PyObject *module)
             trust->default_data == NULL || trust->default_dests == NULL ||
             trust->calls_var == NULL ||
             trust->deny_info == NULL || trust->call_info == NULL ||
+            trust->raw_deny_info == NULL ||
             trust->tracked == NULL || trust->tracked_aw == NULL ||
             trust->record == NULL) {
             return -1;
         }
+        /* DenyInfo.find; then the three types are made immutable: the host's
+         * pre_deny reads them, and a cell must not redefine what it reads. */
+        PyObject *find = PyDescr_NewMethod(trust->deny_info,
+                                           &trust_deny_info_find_def);
+        if (find == NULL || PyObject_SetAttrString((PyObject *)trust->deny_info,
+                                                   "find", find) < 0) {
+            Py_XDECREF(find);
+            return -1;
+        }
+        Py_DECREF(find);
+        sp_freeze_type(trust->deny_info);
+        sp_freeze_type(trust->raw_deny_info);
+        sp_freeze_type(trust->call_info);
     }
     if (PyModule_AddObjectRef(module, "Tracked", (PyObject *)trust->tracked) < 0 ||
         PyModule_AddObjectRef(module, "DenyInfo", (PyObject *)trust->deny_info) < 0 ||
-        PyModule_AddObjectRef(module, "CallInfo", (PyObject *)trust->call_info) < 0) {
+        PyModule_AddObjectRef(module, "CallInfo", (PyObject *)trust->call_info) < 0 ||
+        PyModule_AddObjectRef(module, "RawDenyInfo",
+                              (PyObject *)trust->raw_deny_info) < 0) {
         return -1;
     }
     return PyModule_AddFunctions(module, trust_functions);

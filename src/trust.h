@@ -17,9 +17,16 @@ int sp_trust_init(PyObject *module);
  * otherwise NULL. */
 int sp_trust_search(SpRun *run, PyObject **refusals);
 
-/* The host's pre_deny hook for a would-be refusal: 1 allow, 0 refuse,
- * -1 error.  Without a hook, 0. */
-int sp_trust_pre_deny(SpRun *run, const char *event, PyObject *args);
+/* sp_trust_search that also names the trusted call: on 1, *by is a new
+ * reference to "module.qualname" (or NULL when no name could be made);
+ * otherwise NULL. */
+int sp_trust_search_by(SpRun *run, PyObject **refusals, PyObject **by);
+
+/* The host's pre_deny hook for a would-be refusal of `event` (`args`, its
+ * arguments; `what`, what would be refused, e.g. "open a file for
+ * writing"): 1 allow, 0 refuse, -1 error.  Without a hook, 0. */
+int sp_trust_pre_deny(SpRun *run, const char *event, PyObject *args,
+                      const char *what);
 
 /* Call gate: `frame` starts running `code`, which has (name, policy)
  * registrations.  Inside a gated run the policies decide before the body

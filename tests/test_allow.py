@@ -577,13 +577,18 @@ def test_pre_deny_true_false_none(g):
     info = next(i for i in infos if i.event == "subprocess.Popen")
     assert infos[-1].event == "_posixsubprocess.fork_exec"
     assert info.data["h3_k"] == 1 and "ok_dests" in info.data
-    names = [c.name for c in info.calls]
-    assert "tool" in names and "wrapper" in names
-    call = info.calls[names.index("tool")]
-    assert call.module == __name__
-    assert call.qualname.endswith("tool")
+    qualnames = [c.qualname for c in info.calls]
+    assert qualnames[-1] == "wrapper"
+    call = next(c for c in info.calls if c.qualname.endswith(".tool"))
+    assert call.module == __name__ and call.source == "frame"
+    assert call.name == f"{__name__}.{call.qualname}"
+    assert info.find(call.qualname) is call and info.find(call.name) is call
     assert call.args == [7] and call.kwargs == {"label": "x"}
-    assert isinstance(info.args, tuple)
+    # the event's own arguments are info.raw.args; info.args/kwargs are
+    # the first call's (the published implementation's shape)
+    assert isinstance(info.raw.args, tuple)
+    assert info.call is info.calls[0]
+    assert info.args == info.call.args and info.kwargs == info.call.kwargs
     refused(RunPython(g, ok_dests=[], pre_deny=decide(False)), code,
             "subprocess.Popen")
     refused(RunPython(g, ok_dests=[], pre_deny=decide(None)), code,

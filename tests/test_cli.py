@@ -137,3 +137,97 @@ def test_console_script(tmp_path):
     out = cli(stdin="import os\nos.system('true')\n", via_module=False)
     assert out.returncode != 0
     assert "safepyrun refused" in out.stderr
+
+
+# ---- --json and --max-output (issue 9, item 5) --------------------------------
+
+def test_json_report(tmp_path):
+    import json
+    script = tmp_path / "job.py"
+    script.write_text("print('out')\nimport sys\nprint('err', file=sys.stderr)\n"
+                      "{'a': object(), 'n': 1}\n")
+    out = cli("--json", script)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    data = json.loads(out.stdout)
+    assert data["ok"] is True and data["error"] is None
+    assert data["stdout"] == "out\n" and data["stderr"] == "err\n"
+    assert data["value"].startswith("{'a': <object object at")  # repr()
+    assert data["events"] == [] and data["displays"] == []
+    out = cli("--json", stdin="[1, 2]")
+    assert json.loads(out.stdout)["value"] == [1, 2]
+
+
+def test_json_report_of_a_refusal(tmp_path):
+    import json
+    target = tmp_path / "nope"
+    out = cli("--json", stdin=f"open({str(target)!r}, 'w')")
+    assert out.returncode == 1
+    data = json.loads(out.stdout)
+    assert data["ok"] is False
+    assert data["error"]["type"] == "PermissionError"
+    assert data["error"]["traceback"].startswith("Traceback")
+    assert data["events"] == [{"name": "open", "args": [repr(str(target)), "'w'",
+                                                        data["events"][0]["args"][2]],
+                               "verdict": "denied", "by": None}]
+    assert not target.exists()
+
+
+def test_json_exit_code_of_sys_exit():
+    import json
+    out = cli("--json", stdin="import sys\nprint('bye')\nsys.exit(4)")
+    assert out.returncode == 4
+    assert json.loads(out.stdout)["stdout"] == "bye\n"
+
+
+def test_json_figures_written_into_ok_dest(tmp_path):
+    pytest.importorskip("matplotlib")
+    import json
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    code = ("import matplotlib\nmatplotlib.use('Agg')\n"
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nNone")
+    env = dict(os.environ, MPLCONFIGDIR=str(tmp_path / "mpl"))
+    (tmp_path / "mpl").mkdir()
+    cmd = [sys.executable, "-c",
+           "import sys, safepyrun\nsafepyrun.allow_matplotlib()\n"
+           "from safepyrun.cli import main\nsys.exit(main(sys.argv[1:]))",
+           "--json", "--ok-dest", str(figs)]
+    import subprocess
+    out = subprocess.run(cmd, input=code, capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr + out.stdout
+    data = json.loads(out.stdout)
+    [fig] = data["displays"]
+    assert fig["mime"] == "image/png" and fig["width"] > 0 and fig["height"] > 0
+    path = Path(fig["path"])
+    assert path.parent == figs
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig["bytes"] == path.stat().st_size
+
+
+def test_max_output_cuts_with_marker():
+    out = cli("--max-output", "5", stdin="print('abcdefghij')\n7")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "abcde\n... [output truncated: 6 more characters]\n7\n"
+
+
+def test_max_output_with_json():
+    import json
+    out = cli("--json", "--max-output", "3", stdin="print('x' * 10)")
+    assert json.loads(out.stdout)["stdout"] == \
+        "xxx\n... [output truncated: 8 more characters]\n"
+
+
+def test_max_output_error_still_reported():
+    out = cli("--max-output", "100", stdin="print('a')\n1/0")
+    assert out.returncode == 1
+    assert out.stdout == "a\n"
+    assert out.stderr.startswith("Traceback")
+    assert "ZeroDivisionError" in out.stderr
+
+
+def test_max_output_must_not_be_negative():
+    out = cli("--max-output", "-1", stdin="1")
+    assert out.returncode == 2
+    assert "--max-output must be >= 0" in out.stderr

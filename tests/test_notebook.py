@@ -284,3 +284,65 @@ def test_allow_imports_as_a_set():
     allowed = _engine.allowed_imports()
     assert "spr_published_form_pkg" in allowed
     assert "spr_published_form_pkg2" in allowed
+
+
+# ---- item 9: the published DenyInfo, and names never exported -------------------
+
+
+def write_report(path, text, *, mode="w"):
+    with open(path, mode) as f:
+        f.write(text)
+
+
+def test_deny_info_has_the_published_shape(tmp_path):
+    """The published pre_deny example: the first call's arguments are
+    info.args, the event's are info.raw.args; find() by name or qualname."""
+    from safepyrun import DenyInfo, CallInfo, RawDenyInfo
+    seen = []
+
+    def pre_deny(info):
+        seen.append(info)
+        call = info.find("write_report")
+        return call is not None and call.args[0].endswith(".md")
+
+    target = tmp_path / "r.md"
+    py = RunPython(host_ns(write_report=write_report), ok_dests=[],
+                   pre_deny=pre_deny)
+    run(py, f"write_report({str(target)!r}, '# hi')")
+    assert target.read_text() == "# hi"
+    info = seen[0]
+    assert type(info) is DenyInfo and type(info.raw) is RawDenyInfo
+    assert info.event == "open"
+    assert info.raw.args[:2] == (str(target), "w")
+    assert info.raw.msg == "open a file for writing"
+    assert info.raw.frame is not None and info.raw.calls == []
+    assert type(info.call) is CallInfo
+    assert info.call.qualname == "write_report"
+    assert info.call.name == f"{__name__}.write_report"
+    assert info.find(f"{__name__}.write_report") is info.call
+    assert info.args == [str(target), "# hi"] and info.kwargs == {"mode": "w"}
+    assert info.call.frame is info.raw.frame and info.call.fn is None
+    assert info.find("nothing") is None
+    # a .txt target is refused by the same hook, and nothing is written
+    other = tmp_path / "r.txt"
+    with pytest.raises(PermissionError):
+        run(py, f"write_report({str(other)!r}, 'x')")
+    assert not other.exists()
+
+
+def test_deny_info_types_cannot_be_redefined_by_a_cell():
+    from safepyrun import DenyInfo
+    py = RunPython(host_ns(DenyInfo=DenyInfo))
+    with pytest.raises(TypeError, match="immutable type"):
+        run(py, "DenyInfo.find = lambda self, name: True")
+    with pytest.raises(TypeError, match="immutable type"):
+        run(py, "type(DenyInfo).__setattr__(DenyInfo, 'event', 1)")
+
+
+def test_py_and_allow_are_never_exported():
+    g = host_ns()
+    py = RunPython(g)
+    assert run(py, "allow = 'x'\npy = 3\nkept = (allow, py)\nkept") == ("x", 3)
+    assert "allow" not in g and "py" not in g and g["kept"] == ("x", 3)
+    # a later cell of the same runner still sees its own values
+    assert run(py, "allow, py") == ("x", 3)

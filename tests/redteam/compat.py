@@ -142,6 +142,26 @@ FILES = {
 }
 
 
+# ---- multi-cell sessions: one live namespace, as IPython's (issue 8, item 1) ----
+S("live_globals",
+  ("THRESHOLD = 0.5\ndef classify(x):\n    return 'hi' if x > THRESHOLD else 'lo'\nclassify(0.7)", "hi"),
+  ("THRESHOLD = 0.8\nclassify(0.7)", "lo"),
+  ("def fmt(x):\n    return f'<{x}>'\ndef show(x):\n    return fmt(classify(x))\nshow(0.9)", "<hi>"),
+  ("def fmt(x):\n    return f'[{x}]'\nshow(0.9)", "[hi]"),
+  ("counter = 0\ndef bump():\n    global counter\n    counter += 1\n    return counter\nbump(), bump()", (1, 2)),
+  ("bump()\ncounter", 3),
+  ("del THRESHOLD\ntry:\n    classify(1)\nexcept NameError as e:\n    r = str(e)\nr", "name 'THRESHOLD' is not defined"))
+S("live_classes",
+  ("class Acc:\n    total = 0\n    def add(self, n):\n        Acc.total += n\n        return self\nAcc().add(2).add(3)\nAcc.total", 5),
+  ("def make():\n    return Acc()\nmake().add(1)\nAcc.total", 6),
+  ("class Acc:\n    total = 100\n    def add(self, n):\n        return self\nmake().add(1)\nAcc.total", 100),
+  ("import functools\n@functools.lru_cache\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nfib(30)", 832040),
+  ("fib.cache_info().hits > 0", True))
+S("live_async",
+  ("import asyncio\nresults = []\nasync def work(i):\n    await asyncio.sleep(0)\n    results.append(i)\n    return i * 2\nawait asyncio.gather(*(work(i) for i in range(3)))", [0, 2, 4]),
+  ("sorted(results)", [0, 1, 2]),
+  ("async def work(i):\n    return -i\nawait asyncio.gather(*(work(i) for i in range(3)))", [0, -1, -2]))
+
 def n_cells():
     return sum(len(v) for v in SESSIONS.values())
 
