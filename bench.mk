@@ -5,14 +5,25 @@
 PYTHON ?= python3
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))/bench
 
-.PHONY: bench bench-quick bench-clean bench-trust bench-host-writes bench-limits
+.PHONY: bench bench-quick bench-clean bench-trust bench-host-writes bench-monitor bench-limits
 bench:
 	$(PYTHON) $(BENCH_DIR)/run.py </dev/null
-	@$(MAKE) --no-print-directory bench-trust bench-host-writes
+	@$(MAKE) --no-print-directory bench-trust bench-host-writes bench-monitor
 
 bench-quick:
 	$(PYTHON) $(BENCH_DIR)/run.py --quick </dev/null
-	@$(MAKE) --no-print-directory bench-trust bench-host-writes
+	@$(MAKE) --no-print-directory bench-trust bench-host-writes bench-monitor
+
+# The trusted-native check against its floor (issue 12), for each of our venvs.
+bench-monitor:
+	@{ echo; echo "## Trusted natives: the per-call check against its floor"; echo; \
+	   echo "100,000 calls of an allowed numpy method (W5's loop): plain, with the cheapest exact"; \
+	   echo "monitor the interpreter offers doing nothing (the floor), and ours (\`bench/monitor_floor.py\`)."; \
+	   echo; header=--header; \
+	   for py in $(BENCH_DIR)/.venvs/ours-py*/bin/python; do \
+	     $$py $(BENCH_DIR)/monitor_floor.py $$header || exit 1; header=; \
+	   done; } >> $(BENCH_DIR)/RESULTS.md
+	@tail -4 $(BENCH_DIR)/RESULTS.md
 
 # The refusal path (issue 3): appended to RESULTS.md for each of our venvs.
 bench-trust:

@@ -58,7 +58,13 @@ def child(mode):
     env = dict(os.environ, XDG_CONFIG_HOME=tempfile.mkdtemp())
     out = subprocess.run([sys.executable, "-c", CHILD, mode, str(WRITES),
                           str(DEPTH)], capture_output=True, text=True,
-                         env=env, check=True, stdin=subprocess.DEVNULL)
+                         env=env, stdin=subprocess.DEVNULL,
+                         # Not the checkout: `-c` puts the working directory
+                         # first on sys.path, and the checkout's safepyrun
+                         # has no built engine.
+                         cwd=env["XDG_CONFIG_HOME"])
+    if out.returncode != 0:
+        sys.exit("host_writes.py: the %s child failed:\n%s" % (mode, out.stderr[-2000:]))
     return float(out.stdout.strip())
 
 

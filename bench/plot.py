@@ -53,7 +53,8 @@ def main(src, dst):
             else:
                 ax.text(x, lo * 1.08, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color=color[k])
         # DESIGN.md targets drawn over their group
-        tgt = {"W1": 1.5, "W6": 1.05}.get(w)
+        tgt = {"W1": 1.5, "W2": 1.2, "W5": 1.1, "W6": 1.05, "W8": 1.03, "W9": 1.03,
+               "W10": 1.03, "W11": 1.03}.get(w)
         if tgt:
             ax.hlines(tgt, j - 0.45, j + 0.45, colors="#1b7837", linestyles="dashed", lw=1.2)
             ax.text(j - 0.45, tgt * 1.01, "target %gx" % tgt, fontsize=7, color="#1b7837", va="bottom", ha="left",
@@ -67,7 +68,7 @@ def main(src, dst):
     ax.set_yscale("log")
     ax.set_ylim(lo, hi)
     ax.set_xticks(range(len(wls)))
-    ax.set_xticklabels([R["workloads"][w] for w in wls], fontsize=9)
+    ax.set_xticklabels([R["workloads"][w].replace(" ", "\n", 1) for w in wls], fontsize=8)
     ax.set_xlim(-0.5, len(wls) - 0.5)
     ax.set_ylabel("time / plain compile+exec, same interpreter\n(log scale; black line = 1 = plain exec)")
     meta = R["meta"]

@@ -171,11 +171,12 @@ class Worker:
         try:
             if sysname in PEERS and wname not in PEER_WORKLOADS:
                 raise NA("peer measured on the trivial cell (W1) only")
-            if "numpy" in wl["needs"]:
-                try:
-                    import numpy  # noqa: F401
-                except ImportError as e:
-                    raise NA(f"numpy not importable: {e}")
+            for mod in ("numpy", "pandas", "matplotlib"):
+                if mod in wl["needs"]:
+                    try:
+                        __import__(mod)
+                    except ImportError as e:
+                        raise NA(f"{mod} not importable: {e}")
             host = W.Host(wname, os.path.join(self.tmp, wname))
             expected = W.expected_value(wl["code"], host.g)
             host.calls[0] = 0

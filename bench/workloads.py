@@ -72,6 +72,52 @@ for i in range({W6_ADDS}):
 s
 '''
 
+# Real data work (issue 12): each cell does what an analysis cell does, with
+# its files in ok_dests, so every system that can run it runs it unchanged.
+
+W8_ROWS = 20_000
+W8_CODE = '''\
+import pandas as pd
+df = pd.read_csv(csv_path)
+totals = df.groupby("key", as_index=False)["value"].sum()
+merged = df.merge(totals, on="key", suffixes=("", "_total"))
+merged["share"] = merged["value"] / merged["value_total"]
+merged.to_csv(out_csv, index=False)
+len(merged), round(float(merged["share"].sum()), 6)
+'''
+
+W9_CODE = '''\
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(4, 3))
+ax.plot(xs, [x * x for x in xs], label="x^2")
+ax.set_title("bench")
+ax.legend()
+fig.savefig(out_png)
+plt.close(fig)
+len(xs)
+'''
+
+W10_CODE = '''\
+import numpy as np
+rng = np.random.default_rng(0)
+a = rng.standard_normal((300, 300))
+b = a @ a.T
+c = np.sort(b, axis=1)[:, -5:].mean(axis=1)
+int(b.shape[0]), round(float(np.abs(c).sum()), 3) > 0
+'''
+
+W11_FILES = 1_000
+W11_CODE = f'''\
+import os
+n = 0
+for i in range({W11_FILES}):
+    with open(os.path.join(src_dir, f"in{{i}}.txt")) as f:
+        n += len(f.read())
+    with open(os.path.join(out_dir, f"out{{i}}.txt"), "w") as f:
+        f.write("row %d\\n" % i)
+n
+'''
+
 # ---------------------------------------------------------------------------
 # Metadata.  `unit` is what one timing sample is divided by ("call" = one
 # `await pyrun(code)`); `needs` lists what the system must offer.
@@ -91,14 +137,26 @@ WORKLOADS = {
                code=W6_CODE, unit="cell", needs=()),
     "W7": dict(title="`import safepyrun` in a fresh process (median of 20) and resident memory added",
                short="W7 import", code=None, unit="process", needs=()),
+    "W8": dict(title=f"pandas pipeline: read a {W8_ROWS:,}-row CSV, group, merge, write the result into `ok_dests`",
+               short="W8 pandas pipeline", code=W8_CODE, unit="cell", needs=("pandas",)),
+    "W9": dict(title="matplotlib figure (Agg) saved as PNG into `ok_dests`",
+               short="W9 matplotlib figure", code=W9_CODE, unit="cell", needs=("matplotlib",)),
+    "W10": dict(title="numpy computation: 300x300 matrix product, sort, reductions",
+                short="W10 numpy", code=W10_CODE, unit="cell", needs=("numpy",)),
+    "W11": dict(title=f"{W11_FILES:,} files read and {W11_FILES:,} written into `ok_dests` in one cell",
+                short="W11 1k reads + 1k writes", code=W11_CODE, unit="cell", needs=()),
 }
-CELL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6"]
+CELL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9", "W10", "W11"]
+# The real-data workloads (issue 12: each within 3% of plain exec).
+REAL_DATA = ["W8", "W9", "W10", "W11"]
 
 # Samples: (inner calls per sample, samples per round).  One sample of W1
 # times `inner` back-to-back calls and divides; W3-W6 time one cell.
 SAMPLING = {
-    "full":  {"W1": (500, 5), "W2": (50, 3), "W3": (1, 3), "W4": (1, 3), "W5": (1, 3), "W6": (1, 2)},
-    "quick": {"W1": (200, 3), "W2": (20, 2), "W3": (1, 1), "W4": (1, 1), "W5": (1, 1), "W6": (1, 1)},
+    "full":  {"W1": (500, 5), "W2": (50, 3), "W3": (1, 3), "W4": (1, 3), "W5": (1, 3), "W6": (1, 2),
+              "W8": (1, 3), "W9": (1, 3), "W10": (1, 3), "W11": (1, 3)},
+    "quick": {"W1": (200, 3), "W2": (20, 2), "W3": (1, 1), "W4": (1, 1), "W5": (1, 1), "W6": (1, 1),
+              "W8": (1, 1), "W9": (1, 1), "W10": (1, 1), "W11": (1, 1)},
 }
 ROUNDS = {"full": 7, "quick": 3}
 W7_PROCS = {"full": 20, "quick": 20}
@@ -153,6 +211,44 @@ class Host:
         owner = next(c for c in type(v).__mro__ if "item" in c.__dict__)
         self.g["v"] = v
         self.allow_items = [{owner: ["item"]}]
+
+
+    def _W8(self):
+        import random
+        rnd = random.Random(0)
+        p = os.path.join(self.ok_dir, "data.csv")
+        with open(p, "w") as f:
+            f.write("key,value,label\n")
+            for i in range(W8_ROWS):
+                f.write("k%d,%d,row%d\n" % (rnd.randrange(50), rnd.randrange(1000), i))
+        self.g["csv_path"] = p
+        self.g["out_csv"] = os.path.join(self.ok_dir, "merged.csv")
+
+    def _W9(self):
+        # The backend and font cache are set up by the host, as a notebook
+        # has them before any cell runs.
+        os.environ.setdefault("MPLCONFIGDIR", os.path.join(self.ok_dir, "mplconfig"))
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots()
+        plt.close(fig)
+        self.g["xs"] = list(range(200))
+        self.g["out_png"] = os.path.join(self.ok_dir, "figure.png")
+
+    def _W10(self):
+        import numpy  # noqa: F401  (loaded by the host, as in a notebook)
+
+    def _W11(self):
+        src = os.path.join(self.ok_dir, "in")
+        out = os.path.join(self.ok_dir, "out")
+        os.makedirs(src, exist_ok=True)
+        os.makedirs(out, exist_ok=True)
+        for i in range(W11_FILES):
+            with open(os.path.join(src, "in%d.txt" % i), "w") as f:
+                f.write("line %d\n" % i * 3)
+        self.g["src_dir"] = src
+        self.g["out_dir"] = out
 
 
 def expected_value(code, g):

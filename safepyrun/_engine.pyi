@@ -179,6 +179,13 @@ def check_source(source: str, banned: tuple[str, ...] = ..., ban_defs: bool = Fa
 
 # cells
 def srcfn(src: str, /) -> str: ...
+# For tests: a cell compiled as a run would (path 0), by the text fast path
+# only (1: code None when it stands aside) or the syntax tree only (2);
+# returns (code, has_result, path used).
+def _compile_cell(source: str, banned: tuple[str, ...] = ..., ban_defs: bool = False,
+                  checks: bool = True, path: int = 0) -> tuple[Any, int, int]: ...
+# For tests: split.c's scan, (kind, insert, line, offset, start, end).
+def _split_scan(source: str, /) -> tuple[int, int, int, int, int, int]: ...
 def should_export(k: str, v: Any, g: dict[str, Any], /) -> bool: ...
 
 # trust

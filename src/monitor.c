@@ -43,13 +43,169 @@ static _Thread_local struct {
     int lasti;
 } native_call;
 
+/* The last callable found trusted, so a loop calling one trusted native
+ * pays a pointer compare, not a registry look-up.  Exact: the answer is
+ * reused only while the registry is at the same version and for the same
+ * object (held, so its address cannot be reused by another), or, for a
+ * builtin method bound anew at each call (3.11's profile events), for the
+ * same method definition on the same type whose version tag proves its
+ * MRO's dicts unchanged, when the trust came from that method's
+ * descriptor.  Any other callable takes the full look-up.  Process-wide,
+ * GIL held. */
+static struct {
+    PyObject *callable;  /* owned, or NULL */
+    PyTypeObject *type;  /* owned, or NULL: bound builtin methods */
+    PyMethodDef *def;    /* with type */
+    unsigned int tag;    /* type's tp_version_tag when cached */
+    unsigned long version; /* registry version when cached */
+} trusted_cache;
+
+/* An open-addressing set of pointers, built whole, then only read. */
+typedef struct {
+    const void **slots; /* PyMem, or NULL: not built */
+    size_t mask;
+} monitor_ptrset;
+
+static size_t
+monitor_ptr_hash(const void *p)
+{
+    uintptr_t x = (uintptr_t)p >> 4;
+    return (size_t)(x ^ (x >> 17)) * (size_t)0x9E3779B1u;
+}
+
+static void
+monitor_ptrset_add(monitor_ptrset *s, const void *p)
+{
+    size_t i = monitor_ptr_hash(p) & s->mask;
+    while (s->slots[i] != NULL && s->slots[i] != p) {
+        i = (i + 1) & s->mask;
+    }
+    s->slots[i] = p;
+}
+
+static int
+monitor_ptrset_has(const monitor_ptrset *s, const void *p)
+{
+    size_t i = monitor_ptr_hash(p) & s->mask;
+    while (s->slots[i] != NULL) {
+        if (s->slots[i] == p) {
+            return 1;
+        }
+        i = (i + 1) & s->mask;
+    }
+    return 0;
+}
+
+/* An empty set sized for n pointers (at most half full).  0 / -1. */
+static int
+monitor_ptrset_init(monitor_ptrset *s, size_t n)
+{
+    size_t cap = 8;
+    while (cap < 2 * n + 2) {
+        cap *= 2;
+    }
+    PyMem_Free(s->slots);
+    s->slots = PyMem_Calloc(cap, sizeof(void *));
+    s->mask = cap - 1;
+    return s->slots == NULL ? -1 : 0;
+}
+
+/* The pre-filter: which callables can be trusted natives at all.  A
+ * callable is one only if it is itself registered (`objects`) or is a
+ * builtin method bound from a registered method descriptor, whose method
+ * definition is then in `defs` (registry.c's two ways).  Most calls (every
+ * C call a library makes, on 3.11) are answered "no" here without
+ * allocating.  The registry holds its keys, so their addresses cannot be
+ * reused while the version stands. */
+static struct {
+    monitor_ptrset objects, defs;
+    unsigned long version;
+    int built;
+} natives_filter;
+
+/* 1 if `callable` may be a trusted native (ask the registry), 0 if it
+ * cannot be. */
+static int
+monitor_may_be_native(PyObject *callable)
+{
+    unsigned long version = sp_registry_version();
+    if (!natives_filter.built || natives_filter.version != version) {
+        PyObject *natives = sp_registry_natives(); /* borrowed */
+        size_t n = natives != NULL ? (size_t)PyDict_GET_SIZE(natives) : 0;
+        natives_filter.built = 0;
+        if (monitor_ptrset_init(&natives_filter.objects, n) < 0 ||
+            monitor_ptrset_init(&natives_filter.defs, n) < 0) {
+            return 1; /* no filter: the registry answers */
+        }
+        PyObject *key, *slot;
+        Py_ssize_t pos = 0;
+        while (natives != NULL && PyDict_Next(natives, &pos, &key, &slot)) {
+            if (!PyTuple_Check(slot) || PyTuple_GET_SIZE(slot) < 1) {
+                return 1;
+            }
+            PyObject *obj = PyTuple_GET_ITEM(slot, 0);
+            monitor_ptrset_add(&natives_filter.objects, obj);
+            if (Py_IS_TYPE(obj, &PyMethodDescr_Type)) {
+                monitor_ptrset_add(&natives_filter.defs,
+                                   ((PyMethodDescrObject *)obj)->d_method);
+            }
+        }
+        natives_filter.version = version;
+        natives_filter.built = 1;
+    }
+    if (monitor_ptrset_has(&natives_filter.objects, callable)) {
+        return 1;
+    }
+    return PyCFunction_Check(callable) &&
+           monitor_ptrset_has(&natives_filter.defs,
+                              ((PyCFunctionObject *)callable)->m_ml);
+}
+
+static int
+monitor_trusted(PyObject *callable)
+{
+    unsigned long version = sp_registry_version();
+    if (trusted_cache.callable != NULL && trusted_cache.version == version) {
+        if (callable == trusted_cache.callable) {
+            return 1;
+        }
+        if (trusted_cache.type != NULL && PyCFunction_Check(callable)) {
+            PyObject *self = PyCFunction_GET_SELF(callable);
+            PyTypeObject *tp = self != NULL ? Py_TYPE(self) : NULL;
+            if (tp == trusted_cache.type &&
+                ((PyCFunctionObject *)callable)->m_ml == trusted_cache.def &&
+                (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) &&
+                tp->tp_version_tag == trusted_cache.tag) {
+                return 1;
+            }
+        }
+    }
+    int by_method = 0;
+    if (!monitor_may_be_native(callable) ||
+        !sp_registry_native_trusted_by(callable, &by_method)) {
+        return 0;
+    }
+    Py_XSETREF(trusted_cache.callable, Py_NewRef(callable));
+    Py_CLEAR(trusted_cache.type);
+    trusted_cache.version = version;
+    if (by_method) {
+        PyTypeObject *tp = Py_TYPE(PyCFunction_GET_SELF(callable));
+        if (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) {
+            trusted_cache.type = (PyTypeObject *)Py_NewRef((PyObject *)tp);
+            trusted_cache.def = ((PyCFunctionObject *)callable)->m_ml;
+            trusted_cache.tag = tp->tp_version_tag;
+        }
+    }
+    return 1;
+}
+
 /* Record `callable`, called by `frame`, if it is a trusted native.
  * 1 recorded, 0 not a trusted native (the record of this call site, if
  * any, is cleared). */
 static int
 monitor_native_called(PyObject *callable, PyFrameObject *frame)
 {
-    int trusted = sp_registry_native_trusted(callable);
+    int trusted = monitor_trusted(callable);
     int lasti = PyFrame_GetLasti(frame);
     if (!trusted) {
         if (native_call.frame == frame && native_call.lasti == lasti) {
@@ -58,8 +214,13 @@ monitor_native_called(PyObject *callable, PyFrameObject *frame)
         }
         return 0;
     }
-    Py_XSETREF(native_call.callable, Py_NewRef(callable));
-    Py_XSETREF(native_call.frame, (PyFrameObject *)Py_NewRef(frame));
+    /* The same call again (a loop): only the instruction moves. */
+    if (native_call.callable != callable) {
+        Py_XSETREF(native_call.callable, Py_NewRef(callable));
+    }
+    if (native_call.frame != frame) {
+        Py_XSETREF(native_call.frame, (PyFrameObject *)Py_NewRef(frame));
+    }
     native_call.lasti = lasti;
     return 1;
 }
@@ -295,6 +456,11 @@ monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg);
 
 /* The host's profile function while ours runs (chained). */
 
+/* The gated codes as a pointer set, for the profile function's look-up
+ * on every Python call (monitor->gated holds the codes, so their
+ * addresses stay theirs). */
+static monitor_ptrset gated_set;
+
 int
 sp_monitor_sync(void)
 {
@@ -302,8 +468,18 @@ sp_monitor_sync(void)
         return 0;
     }
     Py_XSETREF(monitor->gated, PyDict_Copy(sp_registry_gated_codes()));
-    if (monitor->gated == NULL) {
+    if (monitor->gated == NULL ||
+        monitor_ptrset_init(&gated_set, (size_t)PyDict_GET_SIZE(monitor->gated)) < 0) {
+        Py_CLEAR(monitor->gated);
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
         return -1;
+    }
+    PyObject *key, *code;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(monitor->gated, &pos, &key, &code)) {
+        monitor_ptrset_add(&gated_set, code);
     }
     monitor->synced_version = sp_registry_version();
     return 0;
@@ -325,10 +501,9 @@ monitor_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     else if (what == PyTrace_CALL && monitor->gated != NULL &&
              PyDict_GET_SIZE(monitor->gated) > 0) {
         PyCodeObject *code = PyFrame_GetCode(frame);
-        PyObject *id = PyLong_FromVoidPtr(code);
-        int gated = id == NULL ? -1 : PyDict_Contains(monitor->gated, id);
-        Py_XDECREF(id);
-        int rc = gated > 0 ? sp_trust_gate_call(frame, (PyObject *)code) : gated;
+        int rc = monitor_ptrset_has(&gated_set, code)
+                     ? sp_trust_gate_call(frame, (PyObject *)code)
+                     : 0;
         Py_DECREF(code);
         if (rc < 0) {
             return -1;

@@ -542,9 +542,13 @@ sp_registry_code_grants(PyObject *code)
     return registry_index_get(registry->codes, code);
 }
 
-PyObject *
-sp_registry_native_grants(PyObject *callable)
+/* sp_registry_native_grants; *by_method is set to 1 when the grants come
+ * from the method descriptor that made the bound builtin method
+ * `callable` (so they depend only on its type and method definition). */
+static PyObject *
+registry_native_grants(PyObject *callable, int *by_method)
 {
+    *by_method = 0;
     PyObject *grants = registry_index_get(registry->natives, callable);
     if (grants != NULL || !PyCFunction_Check(callable)) {
         return grants;
@@ -573,10 +577,26 @@ sp_registry_native_grants(PyObject *callable)
                     ? registry_index_get(registry->natives, descr)
                     : NULL;
             Py_DECREF(descr);
+            *by_method = grants != NULL;
             return grants;
         }
     }
     return NULL;
+}
+
+PyObject *
+sp_registry_native_grants(PyObject *callable)
+{
+    int by_method;
+    return registry_native_grants(callable, &by_method);
+}
+
+int
+sp_registry_native_trusted_by(PyObject *callable, int *by_method)
+{
+    PyObject *grants = registry_native_grants(callable, by_method);
+    Py_XDECREF(grants);
+    return grants != NULL;
 }
 
 /* Whether `name` is `base` or a submodule of it. */
@@ -648,6 +668,12 @@ PyObject *
 sp_registry_gated_codes(void)
 {
     return registry->gated;
+}
+
+PyObject *
+sp_registry_natives(void)
+{
+    return registry->natives;
 }
 
 unsigned long

@@ -64,6 +64,12 @@ PyObject *sp_registry_native_grants(PyObject *callable);
  * finds it).  No exception is left set. */
 int sp_registry_native_trusted(PyObject *callable);
 
+/* sp_registry_native_trusted, also saying (*by_method = 1) when the trust
+ * comes from the method descriptor behind a bound builtin method, i.e.
+ * depends only on type(self), the method's definition and the registry
+ * (monitor.c caches it on that basis). */
+int sp_registry_native_trusted_by(PyObject *callable, int *by_method);
+
 /* Whether any native callable is registered (the monitor then watches
  * cell code's calls). */
 int sp_registry_has_natives(void);
@@ -76,6 +82,11 @@ int sp_registry_globals_trusted(PyObject *globals, int module_level);
 /* Codes whose calls are gated by a (name, policy) registration: a borrowed
  * dict {id(code): code}; changes with every registration. */
 PyObject *sp_registry_gated_codes(void);
+
+/* The registered natives: a borrowed dict {id(obj): (obj, grants)}, or
+ * NULL before the first registration; replaced (not changed) when the
+ * registry version moves.  For monitor.c's pre-filter. */
+PyObject *sp_registry_natives(void);
 
 /* A monotonic counter bumped by every change (monitor.c resyncs on it). */
 unsigned long sp_registry_version(void);
