@@ -380,7 +380,7 @@ def tool():
 
 allow(tool)
 g = {'os': os, 'oom': oom, 'tool': tool}
-runner = _engine.Runner(g, [], None, False, False, {}, None, False, 20)
+runner = _engine.Runner(g, [], None, False, False, {}, None, max_output=20)
 
 def one(code):
     try:
