@@ -184,18 +184,22 @@ class RunPython(_engine.Runner):
                 ok_dests: Any = UNSET, ban_imports: Any = None,
                 ban_defs: bool = False, yolo: bool = False,
                 pre_deny: Callable[[DenyInfo], bool | None] | None = None,
+                timeout: float | None = None,
                 **data: Any) -> RunPython:
         """A runner for ``g`` (default: the IPython user namespace, else the
         caller's namespace holding ``sentinel``, else ``__main__``'s).
         ``ok_dests``: where cells may write (default:
         ``safepyrun.default_ok_dests``; None: writes are not checked).
+        ``timeout``: each cell's time limit in seconds (None: none); past
+        it the cell gets ``TimeoutError`` raised inside it, and
+        ``await python(code, timeout=s)`` sets it for one cell.
         Other keywords are data handed to policies.  Refused inside a run."""
         if g is None:
             g = cls._host_namespace(sentinel)
         if ok_dests is UNSET:
             ok_dests = cls._default_ok_dests()
         self = super().__new__(cls, g, ok_dests, ban_imports, ban_defs, yolo,
-                               data, pre_deny)
+                               data, pre_deny, timeout=timeout)
         cls._load_entry_points()  # only the first call reads them
         return self
 

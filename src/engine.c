@@ -28,6 +28,7 @@
 #include "state.h"
 #include "threads.h"
 #include "trust.h"
+#include "watchdog.h"
 
 #include <string.h>
 
@@ -245,7 +246,8 @@ engine_exec(PyObject *module)
         sp_guards_init(module) < 0 ||
         sp_compile_init(module) < 0 || sp_export_init(module) < 0 ||
         sp_cell_init(module) < 0 || sp_runner_init(module) < 0 ||
-        sp_policy_init(module) < 0 || sp_shell_init(module) < 0) {
+        sp_policy_init(module) < 0 || sp_watchdog_init(module) < 0 ||
+        sp_shell_init(module) < 0) {
         return -1;
     }
     return 0;

@@ -22,7 +22,6 @@
 /* This file's part of the engine state (state.h). */
 static struct sp_runner_state *const runner_global = &sp_state.runner;
 
-static PyObject *runner_run(PyObject *self, PyObject *source);
 
 typedef struct {
     PyObject_HEAD
@@ -33,9 +32,41 @@ typedef struct {
     PyObject *pre_deny; /* owned: callable or None */
     PyObject *ns;       /* owned: the live namespace its cells share */
     PyObject *synced;   /* owned: g as it was when ns and g were in step */
+    double timeout;     /* seconds per cell, 0: none */
     int ban_defs;
     int yolo;
 } SpRunner;
+
+static PyObject *runner_run_timeout(SpRunner *r, PyObject *source,
+                                    PyObject *timeout);
+
+/* A time limit given as `timeout` (None, or seconds > 0): 0 for None, the
+ * seconds, or -1 with an exception. */
+static double
+runner_parse_timeout(PyObject *timeout)
+{
+    if (timeout == Py_None) {
+        return 0;
+    }
+    if (PyBool_Check(timeout) || !PyNumber_Check(timeout) ||
+        PyComplex_Check(timeout)) {
+        PyErr_Format(PyExc_TypeError,
+                     "timeout must be a number of seconds or None, not %.200s",
+                     SP_TYPE_NAME(timeout));
+        return -1;
+    }
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (!(t > 0) || Py_IS_INFINITY(t)) {
+        PyErr_Format(PyExc_ValueError,
+                     "timeout must be a positive, finite number of seconds "
+                     "or None, not %R", timeout);
+        return -1;
+    }
+    return t;
+}
 
 static int
 runner_tp_traverse(PyObject *self, visitproc visit, void *arg)
@@ -67,13 +98,14 @@ runner_tp_clear(PyObject *self)
 }
 
 /* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None,
- *        pre_deny=None) */
+ *        pre_deny=None, timeout=None) */
 static PyObject *
 runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"g", "ok_dests", "banned", "ban_defs", "yolo",
-                             "data", "pre_deny", NULL};
+                             "data", "pre_deny", "timeout", NULL};
     PyObject *g, *ok_dests, *banned = Py_None, *data = Py_None;
+    PyObject *timeout = Py_None;
     PyObject *pre_deny = Py_None;
     int ban_defs = 0, yolo = 0;
     /* A runner made inside a run would carry a policy of the cell's own
@@ -82,9 +114,13 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (sp_gate_refuse_inside("create a runner") < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO:Runner", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOOO:Runner", kwlist,
                                      &g, &ok_dests, &banned, &ban_defs, &yolo,
-                                     &data, &pre_deny)) {
+                                     &data, &pre_deny, &timeout)) {
+        return NULL;
+    }
+    double seconds = runner_parse_timeout(timeout);
+    if (seconds < 0) {
         return NULL;
     }
     if (pre_deny != Py_None && !PyCallable_Check(pre_deny)) {
@@ -114,6 +150,7 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->ban_defs = ban_defs;
     self->yolo = yolo;
+    self->timeout = seconds;
     self->ok_dests = sp_paths_normalise_dests(ok_dests);
     if (self->ok_dests == NULL) {
         goto error;
@@ -151,18 +188,30 @@ error:
     return NULL;
 }
 
-/* runner(code) is runner.run(code): RunPython, a subclass, is called
- * straight into C. */
+/* runner(code, timeout=None) is runner.run(code, timeout=None):
+ * RunPython, a subclass, is called straight into C. */
 static PyObject *
 runner_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"code", NULL};
-    PyObject *code; /* borrowed */
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:__call__", kwlist,
-                                     &code)) {
+    static char *kwlist[] = {"code", "timeout", NULL};
+    PyObject *code, *timeout = Py_None; /* borrowed */
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:__call__", kwlist,
+                                     &code, &timeout)) {
         return NULL;
     }
-    return runner_run(self, code);
+    return runner_run_timeout((SpRunner *)self, code, timeout);
+}
+
+static PyObject *
+runner_run(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"code", "timeout", NULL};
+    PyObject *code, *timeout = Py_None; /* borrowed */
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:run", kwlist,
+                                     &code, &timeout)) {
+        return NULL;
+    }
+    return runner_run_timeout((SpRunner *)self, code, timeout);
 }
 
 /* The host's objects a policy or the pre_deny hook decides with: their
@@ -203,6 +252,14 @@ runner_get_yolo(PyObject *self, void *c)
     return PyBool_FromLong(((SpRunner *)self)->yolo);
 }
 
+static PyObject *
+runner_get_timeout(PyObject *self, void *c)
+{
+    (void)c;
+    double t = ((SpRunner *)self)->timeout;
+    return t > 0 ? PyFloat_FromDouble(t) : Py_NewRef(Py_None);
+}
+
 static PyMemberDef runner_members[] = {
     {"g", T_OBJECT_EX, offsetof(SpRunner, g), READONLY,
      "The host namespace cells run in."},
@@ -221,16 +278,25 @@ static PyGetSetDef runner_getset[] = {
     {"ban_defs", runner_get_ban_defs, NULL, "Whether def/class are refused.",
      NULL},
     {"yolo", runner_get_yolo, NULL, "True when nothing is gated.", NULL},
+    {"timeout", runner_get_timeout, NULL,
+     "Each cell's time limit in seconds, or None (read-only).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-/* Runner.run(code) -> Cell.  Nothing happens until the Cell is awaited:
- * then the code is checked, compiled and run, so a syntax error surfaces
- * at the await as any other error of the cell does. */
+/* Runner.run(code, timeout=None) -> Cell.  Nothing happens until the Cell
+ * is awaited: then the code is checked, compiled and run, so a syntax
+ * error surfaces at the await as any other error of the cell does.  A
+ * timeout given here replaces the runner's for this cell. */
 static PyObject *
-runner_run(PyObject *self, PyObject *source)
+runner_run_timeout(SpRunner *r, PyObject *source, PyObject *timeout)
 {
-    SpRunner *r = (SpRunner *)self;
+    double seconds = runner_parse_timeout(timeout);
+    if (seconds < 0) {
+        return NULL;
+    }
+    if (timeout == Py_None) {
+        seconds = r->timeout;
+    }
     /* The run's data: set_data() defaults, then RunPython's keywords, then
      * ok_dests; a fresh dict per cell, so a policy cannot change another
      * run's data. */
@@ -246,22 +312,25 @@ runner_run(PyObject *self, PyObject *source)
         return NULL;
     }
     PyObject *cell = sp_cell_new(r->g, r->ns, r->synced, run, source,
-                                 r->banned, r->ban_defs, !r->yolo);
+                                 r->banned, r->ban_defs, !r->yolo, seconds);
     Py_DECREF(run);
     return cell;
 }
 
 static PyMethodDef runner_methods[] = {
-    {"run", runner_run, METH_O,
-     "run(code) -> Cell\n\nCheck and compile a cell; await the result to run "
-     "it and get the value of its last expression."},
+    {"run", (PyCFunction)(void (*)(void))runner_run,
+     METH_VARARGS | METH_KEYWORDS,
+     "run(code, timeout=None) -> Cell\n\nCheck and compile a cell; await the "
+     "result to run it and get the value of its last expression.  timeout "
+     "(seconds) replaces the runner's time limit for this cell."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot runner_slots[] = {
     {Py_tp_doc, "Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, "
-                "data=None)\n\nThe engine behind RunPython: a host namespace "
-                "and the policy its cells run under."},
+                "data=None, pre_deny=None, timeout=None)\n\nThe engine behind "
+                "RunPython: a host namespace and the policy its cells run "
+                "under; timeout is each cell's time limit in seconds."},
     {Py_tp_new, runner_tp_new},
     {Py_tp_call, runner_tp_call},
     {Py_tp_traverse, runner_tp_traverse},
