@@ -39,6 +39,15 @@
  * cancellation.  One long call into C (time.sleep, a huge regex) cannot be
  * interrupted: the error is raised when it returns.
  *
+ * Re-raising at eval-breaker checks is not always enough: CPython may
+ * attribute an exception raised at a loop's backward jump to the
+ * instruction before the jump's target, and in a loop whose `except`
+ * clause jumps back into the try (3.12) every check lands in the try.  So
+ * the first raise also sets a C trace function on the thread for the rest
+ * of the step (restoring the host's at its end): past the grace period it
+ * raises at every line event, and a line of an `except` clause is outside
+ * its own try.
+ *
  * Code a cell leaves running after its step (tasks it spawned, callbacks)
  * runs in a context holding its run: past the deadline, the pending call
  * raises in that code too while the cell is armed.
@@ -322,6 +331,61 @@ wd_limit_of_run(SpRun *run)
 static void
 wd_requeue(void);
 
+/* The stop tracer: past the grace period of the innermost step's limit,
+ * raise its error at every line.  Main thread, GIL held. */
+static int
+wd_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj;
+    (void)frame;
+    (void)arg;
+    if (what != PyTrace_LINE && what != PyTrace_CALL) {
+        return 0;
+    }
+    pthread_mutex_lock(&wd->lock);
+    sp_wd_step *s = wd_innermost(PyThread_get_thread_ident());
+    sp_wd_limit *l = s == NULL || s->in_pass ? NULL : s->limit;
+    int due = l != NULL && l->stopping && sp_wd_now() >= l->reraise_at;
+    pthread_mutex_unlock(&wd->lock);
+    return due ? wd_raise(l) : 0;
+}
+
+/* Set the stop tracer for step `s` (this thread's innermost). */
+static void
+wd_trace_begin(sp_wd_step *s)
+{
+    if (s->traced) {
+        return;
+    }
+    PyThreadState *ts = PyThreadState_Get();
+    s->saved_trace = ts->c_tracefunc;
+    s->saved_traceobj = Py_XNewRef(ts->c_traceobj);
+    s->traced = 1;
+    PyObject *pending = sp_err_get_raised();
+    sp_gate_engine_begin(); /* our own "sys.settrace" is not judged */
+    PyEval_SetTrace(wd_trace, NULL);
+    sp_gate_engine_end();
+    PyErr_Clear();
+    sp_err_set_raised(pending);
+}
+
+/* Put back the trace function the step found. */
+static void
+wd_trace_end(sp_wd_step *s)
+{
+    if (!s->traced) {
+        return;
+    }
+    s->traced = 0;
+    PyObject *pending = sp_err_get_raised();
+    sp_gate_engine_begin();
+    PyEval_SetTrace(s->saved_trace, s->saved_traceobj);
+    sp_gate_engine_end();
+    PyErr_Clear();
+    sp_err_set_raised(pending);
+    Py_CLEAR(s->saved_traceobj);
+}
+
 /* The pending call: GIL held, main thread, between two bytecodes. */
 static int
 wd_pending(void *unused)
@@ -362,6 +426,9 @@ wd_pending(void *unused)
         if (now >= l->reraise_at) {
             wd_requeue();
         }
+        if (s != NULL && !s->in_pass && s->limit == l) {
+            wd_trace_begin(s);
+        }
         return wd_raise(l);
     }
     if (!want_pass || !wd_in_cell_code()) {
@@ -380,6 +447,7 @@ wd_pending(void *unused)
         l->reraise_at = sp_wd_now() + l->grace;
     }
     pthread_mutex_unlock(&wd->lock);
+    wd_trace_begin(s);
     return wd_raise(l);
 }
 
@@ -459,7 +527,8 @@ wd_async_raise(sp_wd_step *s, unsigned long t)
     }
     pthread_mutex_unlock(&wd->lock);
     if (raise) {
-        PyThreadState_SetAsyncExc(t, wd->timeout_error);
+        PyThreadState_SetAsyncExc(t, s->limit->stopping == SP_WD_CANCEL
+                                         ? wd->cancelled : wd->timeout_error);
     }
     PyGILState_Release(g);
 }
@@ -499,13 +568,17 @@ wd_main(void *arg)
             if (pending_ok && !s->in_pass && l->task != NULL && !l->stopping) {
                 svc = s->last_service + SLICE_NS;
             }
-            if (pending_ok && (now >= due || now >= svc)) {
+            int late = l->stopping && now >= due;
+            if (pending_ok && !late && (now >= due || now >= svc)) {
                 queue = 1;
             }
-            else if (now >= due && !pending_ok) {
-                /* another thread, or the main thread inside a loop pass
+            else if (now >= due) {
+                /* another thread, the main thread inside a loop pass
                  * (which runs in a pending call: pending calls do not
-                 * nest); only its innermost step, never a paused one */
+                 * nest), or a re-raise after the grace period (the
+                 * pending call queues itself again, but 3.12 does not
+                 * always run a pending call queued from a pending call);
+                 * only the innermost step, never a paused one */
                 if (other == NULL && !s->in_pass &&
                     wd_innermost(s->thread) == s) {
                     other = s;
@@ -667,6 +740,8 @@ sp_wd_step_begin(sp_wd_step *s, sp_wd_limit *l)
     s->limit = l;
     s->thread = PyThread_get_thread_ident();
     s->in_pass = 0;
+    s->traced = 0;
+    s->saved_traceobj = NULL;
     s->last_service = sp_wd_now();
     pthread_mutex_lock(&wd->lock);
     if (wd_start_locked() < 0) {
@@ -704,6 +779,7 @@ sp_wd_step_end(sp_wd_step *s)
     }
     s->registered = 0;
     pthread_mutex_unlock(&wd->lock);
+    wd_trace_end(s);
 }
 
 /* ---- the cell's task and loop ------------------------------------------------------ */

@@ -54,6 +54,9 @@ typedef struct sp_wd_step {
     int64_t last_service; /* monotonic ns: step start, or the last pass */
     int in_pass;          /* the step is paused for a loop pass */
     int registered;
+    int traced;           /* the stop tracer is set (main thread) */
+    Py_tracefunc saved_trace; /* the thread's trace function before it */
+    PyObject *saved_traceobj; /* owned while traced: its object */
     struct sp_wd_step *next, *prev;
 } sp_wd_step;
 
