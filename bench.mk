@@ -5,7 +5,7 @@
 PYTHON ?= python3
 BENCH_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))/bench
 
-.PHONY: bench bench-quick bench-clean bench-trust bench-host-writes
+.PHONY: bench bench-quick bench-clean bench-trust bench-host-writes bench-limits
 bench:
 	$(PYTHON) $(BENCH_DIR)/run.py </dev/null
 	@$(MAKE) --no-print-directory bench-trust bench-host-writes
@@ -35,6 +35,19 @@ bench-host-writes:
 	     $$py $(BENCH_DIR)/host_writes.py $$header || exit 1; header=; \
 	   done; } >> $(BENCH_DIR)/RESULTS.md
 	@tail -4 $(BENCH_DIR)/RESULTS.md
+
+# Limits (issue 9): whichever of bench/limits_{time,memory,output}.py exist,
+# appended to RESULTS.md for each of our venvs.
+LIMIT_BENCHES = $(wildcard $(BENCH_DIR)/limits_time.py $(BENCH_DIR)/limits_memory.py \
+                           $(BENCH_DIR)/limits_output.py)
+bench-limits:
+	@for b in $(LIMIT_BENCHES); do \
+	   { echo; echo "## Limits: $$(basename $$b)"; echo; header=--header; \
+	     for py in $(BENCH_DIR)/.venvs/ours-py*/bin/python; do \
+	       $$py $$b $$header || exit 1; header=; \
+	     done; } >> $(BENCH_DIR)/RESULTS.md || exit 1; \
+	 done
+	@tail -8 $(BENCH_DIR)/RESULTS.md
 
 bench-clean:
 	rm -rf $(BENCH_DIR)/.venvs

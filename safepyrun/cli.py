@@ -3,6 +3,7 @@
     safepyrun script.py              # prints the value of the last expression
     echo '1+1' | safepyrun           # reads the cell from standard input
     safepyrun --ok-dest out job.py   # allow writes under ./out
+    safepyrun --timeout 30 job.py    # stop it after 30 seconds
 
 A refusal or any other error is printed to stderr and the exit status is 1.
 """
@@ -25,7 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ok-dest", action="append", default=[],
                         metavar="DIR",
                         help="a directory the code may write under (repeatable)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        metavar="SECONDS",
+                        help="stop the code with TimeoutError after this many "
+                             "seconds")
     args = parser.parse_args(argv)
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        parser.error("--timeout must be a positive number of seconds")
 
     try:
         if args.script == "-":
@@ -40,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     namespace = {"__name__": "__main__"}
     try:
-        python = RunPython(namespace, ok_dests=args.ok_dest)
+        python = RunPython(namespace, ok_dests=args.ok_dest,
+                           timeout=args.timeout)
         result = asyncio.run(python(code))
     except KeyboardInterrupt:
         return 130

@@ -562,3 +562,33 @@ def test_no_watchdog_cost_visible_without_timeout():
     async def go():
         return [await py("1 + 1") for _ in range(200)]
     assert asyncio.run(go()) == [2] * 200
+
+
+# ---- the CLI ------------------------------------------------------------------
+
+def _cli(*args, stdin):
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "safepyrun.cli", *args],
+                          input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_cli_timeout_stops_a_runaway_script():
+    t0 = time.monotonic()
+    out = _cli("--timeout", "0.5", stdin="while True:\n    pass\n")
+    assert time.monotonic() - t0 < 30
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert "TimeoutError: cell exceeded its time limit of 0.5 s" in out.stderr
+
+
+def test_cli_timeout_leaves_a_quick_script_alone():
+    out = _cli("--timeout", "5", stdin="6 * 7\n")
+    assert (out.returncode, out.stdout) == (0, "42\n"), out.stderr
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "inf", "x"])
+def test_cli_timeout_must_be_positive(bad):
+    out = _cli("--timeout", bad, stdin="1\n")
+    assert out.returncode == 2
+    assert "--timeout" in out.stderr
