@@ -193,6 +193,7 @@ class RunPython(_engine.Runner):
                 pre_deny: Callable[[DenyInfo], bool | None] | None = None,
                 echo: bool = False, max_output: int | None = None,
                 max_memory: int | None = None,
+                timeout: float | None = None,
                 **data: Any) -> RunPython:
         """A runner for ``g`` (default: the IPython user namespace, else the
         caller's namespace holding ``sentinel``, else ``__main__``'s).
@@ -204,6 +205,9 @@ class RunPython(_engine.Runner):
         ``max_memory``: bytes a cell may allocate while it runs (None: no
         cap); past it the cell gets ``MemoryError`` and what it built is
         freed.  ``await python(code, max_memory=...)`` overrides it per call.
+        ``timeout``: each cell's time limit in seconds (None: none); past
+        it the cell gets ``TimeoutError`` raised inside it, and
+        ``await python(code, timeout=s)`` sets it for one cell.
         Other keywords are data handed to policies.  Refused inside a run."""
         if g is None:
             g = cls._host_namespace(sentinel)
@@ -212,11 +216,12 @@ class RunPython(_engine.Runner):
         self = super().__new__(cls, g, ok_dests, ban_imports, ban_defs, yolo,
                                data, pre_deny, echo=echo,
                                max_output=max_output,
-                               max_memory=max_memory)
+                               max_memory=max_memory, timeout=timeout)
         cls._load_entry_points()  # only the first call reads them
         return self
 
-    async def run(self, code: str, *, echo: bool | None = None) -> RunResult:
+    async def run(self, code: str, *, echo: bool | None = None,
+                  timeout: float | None = None, **limits: Any) -> RunResult:
         """Run ``code`` like ``await python(code)`` and report what it did:
         a ``RunResult`` with its value, captured stdout/stderr, error and
         traceback, the effects the sandbox judged, the time it took and the
@@ -224,10 +229,12 @@ class RunPython(_engine.Runner):
         refusal, a syntax error, any exception); misuse of the API (code
         that is not a str, a run started from a cell) raises.  ``echo``
         (default: the runner's) also shows the output on the host's
-        streams as it is written."""
+        streams as it is written.  ``timeout`` (seconds) and ``max_memory``
+        (bytes, or None for no cap) replace the runner's limits for this
+        run."""
         before = _report.figures_before()
         _report.hook_ipython_display()
-        raw = await self.report(code, echo)
+        raw = await self.report(code, echo, timeout=timeout, **limits)
         try:
             displays = _report.render_figures(before)
         except Exception as e:  # the report still comes back

@@ -36,19 +36,24 @@ class Runner:
                 yolo: bool = False, data: dict[str, Any] | None = None,
                 pre_deny: Callable[[DenyInfo], bool | None] | None = None,
                 *, echo: bool = False, max_output: int | None = None,
-                max_memory: int | None = None) -> Runner: ...
-    def run(self, code: str, /) -> Cell: ...
+                max_memory: int | None = None,
+                timeout: float | None = None) -> Runner: ...
+    def run(self, code: str, timeout: float | None = None) -> Cell:
+        """A Cell for `code`; `timeout` (seconds) replaces the runner's
+        time limit for this cell."""
     def report(self, code: str, echo: bool | None = None, *,
-               max_memory: int | None = ...) -> Cell:
+               max_memory: int | None = ...,
+               timeout: float | None = ...) -> Cell:
         """A Cell whose value is the run report: a dict with value, error,
         stdout, stderr, events ((name, args, verdict, by) tuples),
         events_dropped, elapsed, displays ({mime: data} dicts) and
         peak_memory; the cell's errors go in it.  RunPython.run makes it a
         RunResult."""
         ...
-    def __call__(self, code: str, *, max_memory: int | None = ...) -> Cell:
-        """A Cell for `code`; `max_memory` (bytes, or None for no cap)
-        replaces the runner's cap for this call."""
+    def __call__(self, code: str, *, max_memory: int | None = ...,
+                 timeout: float | None = ...) -> Cell:
+        """A Cell for `code`; `max_memory` (bytes, or None for no cap) and
+        `timeout` (seconds) replace the runner's for this call."""
     @property
     def g(self) -> dict[str, Any]: ...
     @property
@@ -72,6 +77,9 @@ class Runner:
     def echo(self) -> bool: ...
     @property
     def max_output(self) -> int | None: ...
+    @property
+    def timeout(self) -> float | None:
+        """Each cell's time limit in seconds, or None (read-only)."""
 
 class OutputRouter:
     """sys.stdout/sys.stderr once a run captured output: a run's writes go

@@ -11,6 +11,7 @@ side effects refused.
     safepyrun --max-memory 512M job.py   # a MemoryError past 512 MiB
     safepyrun --json job.py          # the run report as JSON
     safepyrun --max-output 10000 job.py  # cut long output, with a marker
+    safepyrun --timeout 30 job.py    # stop it after 30 seconds
 
 A refusal or any other error is printed to stderr and the exit status is 1.
 With --json the report (value, stdout, stderr, error, events, elapsed,
@@ -80,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-output", type=int, default=None, metavar="N",
                         help="keep at most N characters of stdout and of "
                              "stderr, then a truncation marker")
+    parser.add_argument("--timeout", type=float, default=None,
+                        metavar="SECONDS",
+                        help="stop the code with TimeoutError after this many "
+                             "seconds")
     args = parser.parse_args(argv)
     if args.max_output is not None and args.max_output < 0:
         parser.error("--max-output must be >= 0")
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        parser.error("--timeout must be a positive number of seconds")
 
     try:
         if args.script == "-":
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     python = RunPython(namespace,
                        ok_dests=UNSET if args.ok_dest is None else args.ok_dest,
                        max_output=args.max_output,
-                       max_memory=args.max_memory)
+                       max_memory=args.max_memory, timeout=args.timeout)
     if args.json or args.max_output is not None:
         return _report(python, code, args)
     try:

@@ -35,6 +35,10 @@
 #include "output.h"
 #include "report.h"
 #include "shell.h"
+#include "watchdog.h"
+
+#include <stddef.h>
+#include <string.h>
 
 #define CELL_MAX_UNWRAP 32
 
@@ -47,8 +51,12 @@ typedef enum {
     CELL_TASKS,    /* looking for tasks the cell created */
     CELL_WAIT,     /* driving gather() over those tasks */
     CELL_DONE,     /* finishing: result and export */
+    CELL_CANCELLING, /* stopped for its task's cancel request: yielded once
+                        so that the task delivers that request itself */
     CELL_FINISHED, /* returned or raised */
 } cell_state;
+
+static void cell_wake(sp_wd_limit *l);
 
 typedef struct {
     PyObject_HEAD
@@ -78,6 +86,20 @@ typedef struct {
                           task was cancelled, which is not the cell's error */
     sp_output_streams streams; /* report mode: sys.stdout/stderr per step */
     cell_state state;
+    /* Time limit and cancellation (watchdog.c). */
+    sp_wd_limit limit; /* the deadline; armed from start to finish */
+    PyObject *task;    /* owned or NULL: the task awaiting the cell */
+    PyObject *loop;    /* owned or NULL: the loop running at start */
+    PyObject *timer;   /* owned or NULL: the loop's handle that stops the
+                          cell at its deadline while it awaits */
+    int64_t timer_when; /* monotonic ns that timer is for */
+    PyObject *yielded; /* owned or NULL: what the last step yielded to the
+                          task (the future the cell awaits) */
+    int we_cancelled;  /* the timer cancelled `yielded` */
+    int rethrown;      /* the limit's error was thrown after the grace */
+    int stepping;      /* a step of the cell runs now (no re-entry) */
+    PyObject *cancel_exc; /* owned or NULL: the CancelledError the cell
+                             raised, while CELL_CANCELLING */
 } SpCell;
 
 static int
@@ -100,6 +122,11 @@ cell_tp_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->before);
     Py_VISIT(c->streams.own[0]);
     Py_VISIT(c->streams.own[1]);
+    Py_VISIT(c->task);
+    Py_VISIT(c->loop);
+    Py_VISIT(c->timer);
+    Py_VISIT(c->yielded);
+    Py_VISIT(c->cancel_exc);
     return 0;
 }
 
@@ -118,6 +145,13 @@ cell_tp_clear(PyObject *self)
     Py_CLEAR(c->waiter);
     Py_CLEAR(c->seen);
     Py_CLEAR(c->error);
+    sp_wd_disarm(&c->limit); /* before the memory goes: the list holds it */
+    c->limit.task = NULL;
+    Py_CLEAR(c->task);
+    Py_CLEAR(c->loop);
+    Py_CLEAR(c->timer);
+    Py_CLEAR(c->yielded);
+    Py_CLEAR(c->cancel_exc);
     Py_CLEAR(c->before);
     sp_output_clear(&c->streams);
     if (c->run != NULL) {
@@ -134,7 +168,8 @@ cell_tp_clear(PyObject *self)
 
 PyObject *
 sp_cell_new(PyObject *g, PyObject *ns, PyObject *synced, SpRun *run,
-            PyObject *source, PyObject *banned, int ban_defs, int checks)
+            PyObject *source, PyObject *banned, int ban_defs, int checks,
+            double timeout)
 {
     SpCell *cell = PyObject_GC_New(SpCell, cell_global->cell_type);
     if (cell == NULL) {
@@ -158,6 +193,13 @@ sp_cell_new(PyObject *g, PyObject *ns, PyObject *synced, SpRun *run,
     cell->streams.router[0] = cell->streams.router[1] = NULL;
     cell->streams.own[0] = cell->streams.own[1] = NULL;
     cell->state = CELL_START;
+    memset(&cell->limit, 0, sizeof(cell->limit));
+    cell->limit.timeout = timeout;
+    cell->limit.wake = cell_wake;
+    cell->task = cell->loop = cell->timer = cell->yielded = NULL;
+    cell->timer_when = 0;
+    cell->we_cancelled = cell->rethrown = cell->stepping = 0;
+    cell->cancel_exc = NULL;
     PyObject_GC_Track(cell);
     return (PyObject *)cell;
 }
@@ -221,6 +263,16 @@ cell_begin(SpCell *self)
     int rc = self->seen == NULL ? -1
              : current == Py_None ? 0
                                   : PySet_Add(self->seen, current);
+    if (rc == 0 && current != Py_None) {
+        /* The watchdog lets the task's loop make progress while a step runs
+         * long, and stops the cell when the task is cancelled meanwhile. */
+        rc = sp_wd_task_begin(&self->limit, current, &self->loop);
+        if (rc > 0) {
+            self->task = Py_NewRef(current);
+            self->limit.task = self->task;
+        }
+        rc = rc < 0 ? -1 : 0;
+    }
     Py_DECREF(current);
     return rc;
 }
@@ -326,6 +378,39 @@ done:
     Py_XDECREF(kw);
     Py_XDECREF(fut);
     return rc;
+}
+
+/* Cancel the cell's tasks that are not done (the cell was stopped by its
+ * limit: they are not awaited).  0 / -1. */
+static int
+cell_cancel_tasks(SpCell *self)
+{
+    if (self->seen == NULL) {
+        return 0;
+    }
+    PyObject *tasks = PyObject_CallNoArgs(cell_global->all_tasks);
+    PyObject *it = tasks == NULL ? NULL : PyObject_GetIter(tasks);
+    Py_XDECREF(tasks);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *task;
+    int rc = 0;
+    while (rc == 0 && (task = PyIter_Next(it)) != NULL) {
+        int seen = PySet_Contains(self->seen, task);
+        int own = seen == 0 ? cell_owns_task(self, task) : 0;
+        if (seen < 0 || own < 0) {
+            rc = -1;
+        }
+        else if (own) {
+            PyObject *r = PyObject_CallMethod(task, "cancel", NULL);
+            rc = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(task);
+    }
+    Py_DECREF(it);
+    return rc < 0 || PyErr_Occurred() ? -1 : 0;
 }
 
 /* Note the first failure among gathered results (a list); a task that was
@@ -558,6 +643,8 @@ typedef struct {
     sp_caches_snapshot caches;
     sp_memcap_step mem;
     PyObject *token; /* owned until cell_leave: the run context's token */
+    sp_wd_step wd;   /* the step, as the watchdog sees it */
+    SpCell *cell;    /* borrowed: the cell stepping */
 } cell_step;
 
 /* Enter the cell's run for one step: the caches are recorded, the monitor
@@ -586,6 +673,17 @@ cell_enter(SpCell *self, cell_step *step)
         }
         return -1;
     }
+    if (sp_wd_step_begin(&step->wd, &self->limit) < 0) {
+        (void)sp_context_leave(step->token);
+        sp_caches_restore(&step->caches);
+        sp_monitor_leave(&step->monitor);
+        if (self->report_mode) {
+            (void)sp_output_leave(&self->streams);
+        }
+        return -1;
+    }
+    step->cell = self;
+    self->stepping = 1;
     /* Last in, first out: the engine's own entering and leaving is not
      * charged to the cell's memory cap. */
     sp_memcap_step_enter(self->run->mem, &step->mem);
@@ -597,6 +695,9 @@ cell_enter(SpCell *self, cell_step *step)
 static int
 cell_leave(SpCell *self, cell_step *step)
 {
+    /* First: the watchdog raises nothing into what follows. */
+    sp_wd_step_end(&step->wd);
+    step->cell->stepping = 0;
     sp_memcap_step_leave(&step->mem);
     int left = sp_context_leave(step->token);
     step->token = NULL;
@@ -767,6 +868,210 @@ cell_report_error(SpCell *self, PyObject **out)
     return *out != NULL ? PYGEN_RETURN : PYGEN_ERROR;
 }
 
+/* ---- the time limit ------------------------------------------------------ */
+
+static PyObject *cell_on_timer(PyObject *self, PyObject *unused);
+
+static PyMethodDef cell_timer_def = {
+    "safepyrun_cell_deadline", cell_on_timer, METH_NOARGS,
+    "Stop an awaiting cell at its deadline."};
+
+/* Make sure the loop will wake the cell when it must stop while awaiting:
+ * at the deadline, or at the end of the grace period once stopping.  The
+ * handle is checked at each await, so a cell that cancels it (through the
+ * loop's private lists) gets a new one.  0 / -1. */
+static int
+cell_arm_timer(SpCell *self)
+{
+    if (self->loop == NULL || self->limit.deadline == 0) {
+        return 0;
+    }
+    int64_t when = self->limit.stopping ? self->limit.reraise_at
+                                        : self->limit.deadline;
+    if (self->timer != NULL && self->timer_when == when) {
+        int gone = sp_wd_handle_cancelled(self->timer);
+        if (gone <= 0) {
+            return gone;
+        }
+    }
+    if (self->timer != NULL) {
+        sp_wd_cancel_handle(self->timer);
+        Py_CLEAR(self->timer);
+    }
+    PyObject *cb = PyCFunction_New(&cell_timer_def, (PyObject *)self);
+    if (cb == NULL) {
+        return -1;
+    }
+    self->timer = sp_wd_call_at(self->loop, when, cb);
+    Py_DECREF(cb);
+    self->timer_when = when;
+    return self->timer == NULL ? -1 : 0;
+}
+
+/* The loop's timer: the cell awaits past its deadline (or past the grace
+ * period).  Cancel the future it awaits, so its task wakes it; the cell
+ * then throws its TimeoutError in instead of the CancelledError.  Harmless
+ * when called early (it does nothing but wait for the next timer). */
+static PyObject *
+cell_on_timer(PyObject *op, PyObject *unused)
+{
+    (void)unused;
+    SpCell *self = (SpCell *)op;
+    Py_CLEAR(self->timer);
+    if (self->state == CELL_FINISHED || self->state == CELL_START ||
+        self->stepping) {
+        Py_RETURN_NONE; /* a running step is the watchdog's */
+    }
+    int64_t now = sp_wd_now();
+    int was = self->limit.stopping;
+    int st = sp_wd_check(&self->limit, now);
+    if (st == SP_WD_RUNNING || (was && now < self->limit.reraise_at)) {
+        if (cell_arm_timer(self) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (self->yielded != NULL && self->yielded != Py_None) {
+        int ok = sp_wd_cancel_future(self->yielded);
+        if (ok < 0) {
+            return NULL;
+        }
+        self->we_cancelled |= ok;
+    }
+    if (cell_arm_timer(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The watchdog's back-up for the timer (watchdog.h, sp_wd_limit.wake):
+ * GIL held, on the watchdog thread; the cell is alive (armed).  Ask the
+ * loop, thread-safely, to run the timer callback now. */
+static void
+cell_wake(sp_wd_limit *l)
+{
+    SpCell *self = (SpCell *)((char *)l - offsetof(SpCell, limit));
+    if (self->loop == NULL || self->state == CELL_FINISHED) {
+        return;
+    }
+    PyObject *cb = PyCFunction_New(&cell_timer_def, (PyObject *)self);
+    PyObject *h = cb == NULL ? NULL
+                  : sp_wd_call_soon_threadsafe(self->loop, cb);
+    Py_XDECREF(cb);
+    Py_XDECREF(h);
+    PyErr_Clear(); /* a closed loop: nothing to wake */
+}
+
+/* The cell is done (returned or raised): the watchdog and the loop forget
+ * it.  Keeps a pending exception. */
+static void
+cell_finish(SpCell *self)
+{
+    sp_wd_disarm(&self->limit);
+    Py_CLEAR(self->yielded);
+    if (self->timer != NULL) {
+        PyObject *pending = sp_err_get_raised();
+        sp_wd_cancel_handle(self->timer);
+        Py_CLEAR(self->timer);
+        sp_err_set_raised(pending);
+    }
+}
+
+/* After a time limit, the exception that reaches the host is TimeoutError
+ * with the limit in its message, whatever the cell raised on its way out
+ * (that exception becomes its context); the traceback shows where the
+ * cell was stopped. */
+static void
+cell_fix_timeout(SpCell *self)
+{
+    if (self->limit.stopping != SP_WD_TIMEOUT) {
+        return;
+    }
+    PyObject *exc = sp_err_get_raised();
+    PyObject *err = sp_wd_error(&self->limit);
+    if (err == NULL) {
+        Py_XDECREF(exc);
+        return;
+    }
+    if (exc != NULL) {
+        PyObject *tb = PyException_GetTraceback(exc);
+        if (tb != NULL) {
+            PyException_SetTraceback(err, tb);
+            Py_DECREF(tb);
+        }
+        if (Py_IS_TYPE(exc, (PyTypeObject *)PyExc_TimeoutError)) {
+            Py_DECREF(exc);
+        }
+        else {
+            PyException_SetContext(err, exc); /* steals exc */
+        }
+    }
+    sp_err_set_raised(err);
+}
+
+/* Before resuming an awaiting cell: what to throw into it instead of what
+ * its task sends.  Past the deadline the limit's error is thrown once;
+ * during the grace period the cell resumes normally (its finally blocks may
+ * await) except where our timer cancelled what it awaited; after the grace
+ * period, the error again.  New reference, or NULL with nothing to
+ * replace (and no exception) or with an exception (*failed set). */
+static PyObject *
+cell_limit_throw(SpCell *self, PyObject *exc, int *failed)
+{
+    *failed = 0;
+    int ours = self->we_cancelled;
+    self->we_cancelled = 0;
+    if (self->limit.deadline == 0 && self->limit.stopping == SP_WD_RUNNING) {
+        return NULL;
+    }
+    int64_t now = sp_wd_now();
+    int was = self->limit.stopping;
+    int st = sp_wd_check(&self->limit, now);
+    if (st == SP_WD_RUNNING) {
+        return NULL;
+    }
+    if (was == SP_WD_RUNNING || now >= self->limit.reraise_at ||
+        (ours && exc != NULL &&
+         PyErr_GivenExceptionMatches(exc, cell_global->cancelled))) {
+        PyObject *err = sp_wd_error(&self->limit);
+        *failed = err == NULL;
+        return err;
+    }
+    return NULL;
+}
+
+/* The watchdog stopped the cell with CancelledError because its task was
+ * cancelled while a step ran.  Task.cancel() on a running task also left
+ * the task a pending cancel request (_must_cancel), which the task
+ * delivers at its next yield: a cell that ran inline in a host coroutine
+ * (asyncio.timeout, 3.12's wait_for) would leave it to cancel the host
+ * later.  So the cell yields once (a bare yield: the task steps again at
+ * once) and raises its CancelledError when the task delivers the request.
+ * 1 if the cell yields (its error kept), 0 to fail now. */
+static int
+cell_yield_for_cancel(SpCell *self)
+{
+    if (self->limit.stopping != SP_WD_CANCEL || self->task == NULL ||
+        self->state == CELL_CANCELLING || self->state == CELL_FINISHED ||
+        !PyErr_ExceptionMatches(cell_global->cancelled)) {
+        return 0;
+    }
+    PyObject *pending = sp_err_get_raised();
+    PyObject *flag = PyObject_GetAttrString(self->task, "_must_cancel");
+    int must = flag == NULL ? -1 : PyObject_IsTrue(flag);
+    Py_XDECREF(flag);
+    PyErr_Clear();
+    if (must <= 0) {
+        sp_err_set_raised(pending);
+        return 0;
+    }
+    Py_CLEAR(self->coro);
+    Py_CLEAR(self->waiter);
+    self->cancel_exc = pending;
+    self->state = CELL_CANCELLING;
+    return 1;
+}
+
 /* The state machine behind send/throw/__next__.  `exc` (borrowed, may be
  * NULL) is thrown into whatever the cell is waiting on. */
 static PySendResult
@@ -774,7 +1079,14 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
 {
     assert(self->state >= CELL_START && self->state <= CELL_FINISHED);
     assert(!PyErr_Occurred());
+    PyObject *thrown = NULL; /* owned: an exception the limit throws */
     *out = NULL;
+    if (self->stepping) {
+        /* A cell reaching its own Cell (through its task) and resuming it
+         * from inside its step. */
+        PyErr_SetString(PyExc_RuntimeError, "the cell is already running");
+        return PYGEN_ERROR;
+    }
     for (;;) {
         switch (self->state) {
         case CELL_START:
@@ -782,7 +1094,9 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
                 PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
                 goto fail;
             }
-            if (cell_start(self) < 0) {
+            if (sp_wd_arm(&self->limit, self->run, self->run->data,
+                          self->limit.timeout) < 0 ||
+                cell_start(self) < 0) {
                 goto fail;
             }
             break;
@@ -790,10 +1104,52 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
         case CELL_WAIT: {
             PyObject **it = self->state == CELL_CORO ? &self->coro : &self->waiter;
             assert(*it != NULL);
+            Py_CLEAR(self->yielded);
+            int failed;
+            PyObject *stop = cell_limit_throw(self, exc, &failed);
+            if (failed) {
+                goto fail;
+            }
+            if (stop != NULL) {
+                Py_XSETREF(thrown, stop);
+                exc = thrown;
+            }
             PySendResult r = cell_drive(self, *it, arg, exc, out);
             exc = NULL;
             arg = Py_None;
             if (r == PYGEN_NEXT) {
+                if (self->limit.stopping != SP_WD_RUNNING &&
+                    sp_wd_now() >= self->limit.reraise_at) {
+                    /* Past the grace period and awaiting again: once more
+                     * the error; a cell that swallows that too is closed. */
+                    Py_CLEAR(*out);
+                    if (!self->rethrown) {
+                        self->rethrown = 1;
+                        Py_XSETREF(thrown, sp_wd_error(&self->limit));
+                        if (thrown == NULL) {
+                            goto fail;
+                        }
+                        exc = thrown;
+                        break;
+                    }
+                    PyObject *res = PyObject_CallMethod(*it, "close", NULL);
+                    Py_XDECREF(res);
+                    PyErr_Clear();
+                    Py_CLEAR(*it);
+                    PyObject *err = sp_wd_error(&self->limit);
+                    if (err != NULL) {
+                        sp_err_set_raised(err);
+                    }
+                    goto fail;
+                }
+                if (self->limit.deadline != 0) {
+                    self->yielded = Py_NewRef(*out);
+                    if (cell_arm_timer(self) < 0) {
+                        Py_CLEAR(*out);
+                        goto fail;
+                    }
+                }
+                Py_XDECREF(thrown);
                 return PYGEN_NEXT;
             }
             Py_CLEAR(*it);
@@ -808,6 +1164,15 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
             break;
         }
         case CELL_TASKS: {
+            if (self->limit.stopping != SP_WD_RUNNING ||
+                sp_wd_check(&self->limit, sp_wd_now()) != SP_WD_RUNNING) {
+                /* Stopped: the tasks it left are cancelled, not awaited. */
+                if (cell_cancel_tasks(self) < 0) {
+                    goto fail;
+                }
+                self->state = CELL_DONE;
+                break;
+            }
             int found = cell_collect_tasks(self);
             if (found < 0) {
                 goto fail;
@@ -816,6 +1181,13 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
             break;
         }
         case CELL_DONE: {
+            if (self->limit.stopping != SP_WD_RUNNING) {
+                PyObject *err = sp_wd_error(&self->limit);
+                if (err != NULL) {
+                    sp_err_set_raised(err);
+                }
+                goto fail;
+            }
             if (self->error != NULL) {
                 PyObject *err = self->error; /* reference moves to the error */
                 self->error = NULL;
@@ -831,6 +1203,8 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
                 goto fail;
             }
             self->state = CELL_FINISHED;
+            cell_finish(self);
+            Py_XDECREF(thrown);
             sp_memcap_end(self->run->mem);
             if (self->report_mode) {
                 *out = sp_report_finish(self->run, result, NULL);
@@ -840,19 +1214,36 @@ cell_advance(SpCell *self, PyObject *arg, PyObject *exc, PyObject **out)
             *out = result;
             return PYGEN_RETURN;
         }
+        case CELL_CANCELLING: {
+            /* The task resumed the cell: with the CancelledError of its
+             * cancel request, normally.  The cell's own error goes out
+             * (its traceback shows where the cell was stopped). */
+            PyObject *err = self->cancel_exc;
+            self->cancel_exc = NULL;
+            sp_err_set_raised(err);
+            goto fail;
+        }
         case CELL_FINISHED:
+            Py_XDECREF(thrown);
             PyErr_SetString(PyExc_RuntimeError,
                             "cannot reuse an already awaited cell");
             return PYGEN_ERROR;
         }
     }
 fail:
+    Py_XDECREF(thrown);
+    if (cell_yield_for_cancel(self)) {
+        *out = Py_NewRef(Py_None);
+        return PYGEN_NEXT;
+    }
     self->state = CELL_FINISHED;
     Py_CLEAR(self->coro);
     Py_CLEAR(self->waiter);
+    cell_finish(self);
     cell_drop_partial(self);
     cell_export_on_error(self);
     cell_fix_error(self);
+    cell_fix_timeout(self);
     sp_memcap_end(self->run->mem);
     if (self->report_mode) {
         return cell_report_error(self, out);
@@ -921,7 +1312,12 @@ cell_close(PyObject *self, PyObject *unused)
     (void)unused;
     SpCell *c = (SpCell *)self;
     PyObject *it = c->coro != NULL ? c->coro : c->waiter; /* borrowed */
+    if (c->stepping) {
+        PyErr_SetString(PyExc_RuntimeError, "the cell is already running");
+        return NULL;
+    }
     c->state = CELL_FINISHED;
+    cell_finish(c);
     if (c->report_mode) {
         sp_report_close(c->run);
     }

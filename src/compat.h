@@ -194,4 +194,17 @@ sp_dict_version(PyObject *dict)
 }
 #endif
 
+/* Py_AddPendingCall from a thread that is not the main thread: before
+ * 3.13 the interpreter decides in the *calling* thread whether the pending
+ * call can run, finds it cannot, and does not set the eval breaker, so the
+ * main thread notices the call only when it next takes the GIL.  There the
+ * watchdog asks for the GIL once after queueing (a GIL drop request makes
+ * the main thread take the GIL again within the switch interval); 3.13
+ * signals the main thread directly. */
+#if PY_VERSION_HEX < 0x030D0000
+#define SP_PENDING_CALL_NEEDS_GIL 1
+#else
+#define SP_PENDING_CALL_NEEDS_GIL 0
+#endif
+
 #endif /* SP_COMPAT_H */

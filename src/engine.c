@@ -31,6 +31,7 @@
 #include "state.h"
 #include "threads.h"
 #include "trust.h"
+#include "watchdog.h"
 
 #include <string.h>
 
@@ -264,7 +265,8 @@ engine_exec(PyObject *module)
         sp_compile_init(module) < 0 || sp_export_init(module) < 0 ||
         sp_report_init(module) < 0 || sp_output_init(module) < 0 ||
         sp_cell_init(module) < 0 || sp_runner_init(module) < 0 ||
-        sp_policy_init(module) < 0 || sp_shell_init(module) < 0) {
+        sp_policy_init(module) < 0 || sp_watchdog_init(module) < 0 ||
+        sp_shell_init(module) < 0) {
         return -1;
     }
     return 0;

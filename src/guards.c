@@ -151,6 +151,7 @@ enum {
     G_FH_READ_NULL,
     G_SETRECURSIONLIMIT,
     G_TRACEMALLOC_STOP,
+    G_SETSWITCHINTERVAL,
     G_COUNT
 };
 
@@ -219,6 +220,7 @@ static const guards_place guards_places[G_COUNT] = {
     [G_FH_READ_NULL] = {"faulthandler", NULL, "_read_null"},
     [G_SETRECURSIONLIMIT] = {"sys", NULL, "setrecursionlimit"},
     [G_TRACEMALLOC_STOP] = {"_tracemalloc", NULL, "stop"},
+    [G_SETSWITCHINTERVAL] = {"sys", NULL, "setswitchinterval"},
 };
 
 /* The modules guarded, with whether sp_guards_init imports them (cheap or
@@ -1174,6 +1176,30 @@ guards_tracemalloc_stop(PyObject *unused, PyObject *const *args,
     return res;
 }
 
+/* Before 3.13 the time limit's watchdog (watchdog.c) makes the main
+ * thread notice it by waiting for the GIL, which a spinning thread gives
+ * up after the switch interval: raising the interval past this raises
+ * "sys.setswitchinterval" (refused in a run); shorter intervals pass. */
+#define GUARDS_SAFE_SWITCH_INTERVAL 0.02
+
+static PyObject *
+guards_setswitchinterval(PyObject *unused, PyObject *const *args,
+                         size_t nargsf, PyObject *kwnames)
+{
+    (void)unused;
+    if (PyVectorcall_NARGS(nargsf) >= 1 && (PyFloat_Check(args[0]) || PyLong_Check(args[0]))) {
+        double v = PyFloat_AsDouble(args[0]);
+        if (v == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!(v <= GUARDS_SAFE_SWITCH_INTERVAL) &&
+            PySys_Audit("sys.setswitchinterval", "O", args[0]) < 0) {
+            return NULL;
+        }
+    }
+    return guards_call(G_SETSWITCHINTERVAL, args, nargsf, kwnames, -1, NULL);
+}
+
 /* ---- the method table ------------------------------------------------------ */
 
 #define GUARDS_DEF(name, fn, doc)                                            \
@@ -1271,6 +1297,9 @@ static PyMethodDef guards_defs[G_COUNT] = {
                                        "Set the recursion limit."),
     [G_TRACEMALLOC_STOP] = GUARDS_DEF("stop", guards_tracemalloc_stop,
                                       "Stop tracing memory allocations."),
+    [G_SETSWITCHINTERVAL] = GUARDS_DEF("setswitchinterval",
+                                       guards_setswitchinterval,
+                                       "Set the thread switch interval."),
 };
 #undef GUARDS_DEF
 

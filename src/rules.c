@@ -238,6 +238,7 @@ static const sp_rule rules_table[] = {
     DENYA("signal.alarm", 1, "set a timer signal on the host process"),
     DENYA("faulthandler.crash", 0, "crash the host process"),
     DENY("sys.setrecursionlimit", "raise the recursion limit past a safe depth"),
+    DENY("sys.setswitchinterval", "raise the thread switch interval (the time limit needs it short)"),
 
     /* The interpreter's own controls. */
     DENY("pdb.Pdb", "enter the debugger"),

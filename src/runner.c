@@ -34,6 +34,7 @@ typedef struct {
     PyObject *ns;       /* owned: the live namespace its cells share */
     PyObject *synced;   /* owned: g as it was when ns and g were in step */
     size_t max_memory;  /* bytes a cell may allocate; 0: no cap */
+    double timeout;     /* seconds per cell, 0: none */
     int ban_defs;
     int yolo;
     int echo;              /* reports: output also shown on the host */
@@ -41,7 +42,7 @@ typedef struct {
 } SpRunner;
 
 static PyObject *runner_make_cell(SpRunner *r, PyObject *source, int report,
-                                  int echo, size_t max_memory);
+                                  int echo, size_t max_memory, double timeout);
 
 /* A memory cap as given by the host: None (no cap) or an int of bytes
  * > 0.  0 ok (*cap 0 for None), -1 error. */
@@ -68,6 +69,42 @@ runner_parse_cap(PyObject *obj, size_t *cap)
         return -1;
     }
     return 0;
+}
+
+/* A time limit given as `timeout` (None, or seconds > 0): 0 for None, the
+ * seconds, or -1 with an exception. */
+static double
+runner_parse_timeout(PyObject *timeout)
+{
+    if (timeout == Py_None) {
+        return 0;
+    }
+    if (PyBool_Check(timeout) || !PyNumber_Check(timeout) ||
+        PyComplex_Check(timeout)) {
+        PyErr_Format(PyExc_TypeError,
+                     "timeout must be a number of seconds or None, not %.200s",
+                     SP_TYPE_NAME(timeout));
+        return -1;
+    }
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (!(t > 0) || Py_IS_INFINITY(t)) {
+        PyErr_Format(PyExc_ValueError,
+                     "timeout must be a positive, finite number of seconds "
+                     "or None, not %R", timeout);
+        return -1;
+    }
+    return t;
+}
+
+/* The time limit for one cell: `timeout` as given for it (None: the
+ * runner's).  Seconds (0: none), or -1 with an exception. */
+static double
+runner_effective_timeout(SpRunner *r, PyObject *timeout)
+{
+    return timeout == Py_None ? r->timeout : runner_parse_timeout(timeout);
 }
 
 static int
@@ -126,16 +163,17 @@ runner_parse_max_output(PyObject *obj, Py_ssize_t *out)
 }
 
 /* Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, data=None,
- *        pre_deny=None, *, echo=False, max_output=None, max_memory=None) */
+ *        pre_deny=None, *, echo=False, max_output=None, max_memory=None,
+ *        timeout=None) */
 static PyObject *
 runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"g", "ok_dests", "banned", "ban_defs", "yolo",
                              "data", "pre_deny", "echo", "max_output",
-                             "max_memory", NULL};
+                             "max_memory", "timeout", NULL};
     PyObject *g, *ok_dests, *banned = Py_None, *data = Py_None;
     PyObject *pre_deny = Py_None, *max_output_obj = Py_None;
-    PyObject *max_memory = Py_None;
+    PyObject *max_memory = Py_None, *timeout = Py_None;
     size_t cap = 0;
     int ban_defs = 0, yolo = 0, echo = 0;
     Py_ssize_t max_output = -1;
@@ -145,13 +183,15 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (sp_gate_refuse_inside("create a runner") < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO$pOO:Runner", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OppOO$pOOO:Runner", kwlist,
                                      &g, &ok_dests, &banned, &ban_defs, &yolo,
                                      &data, &pre_deny, &echo, &max_output_obj,
-                                     &max_memory)) {
+                                     &max_memory, &timeout)) {
         return NULL;
     }
-    if (runner_parse_max_output(max_output_obj, &max_output) < 0 ||
+    double seconds = runner_parse_timeout(timeout);
+    if (seconds < 0 ||
+        runner_parse_max_output(max_output_obj, &max_output) < 0 ||
         runner_parse_cap(max_memory, &cap) < 0) {
         return NULL;
     }
@@ -189,6 +229,7 @@ runner_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (cap != 0 && sp_memcap_install() < 0) {
         goto error;
     }
+    self->timeout = seconds;
     self->ok_dests = sp_paths_normalise_dests(ok_dests);
     if (self->ok_dests == NULL) {
         goto error;
@@ -226,24 +267,51 @@ error:
     return NULL;
 }
 
-/* runner(code, *, max_memory=<the runner's>) is runner.run(code):
- * RunPython, a subclass, is called straight into C.  A max_memory given
- * here (None: no cap) replaces the runner's for this cell. */
+/* runner(code, *, max_memory=<the runner's>, timeout=<the runner's>) is
+ * runner.run(code): RunPython, a subclass, is called straight into C.  A
+ * max_memory (None: no cap) or timeout given here replaces the runner's
+ * for this cell. */
 static PyObject *
 runner_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"code", "max_memory", NULL};
+    static char *kwlist[] = {"code", "max_memory", "timeout", NULL};
     PyObject *code;              /* borrowed */
-    PyObject *max_memory = NULL; /* borrowed */
-    size_t cap = ((SpRunner *)self)->max_memory;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:__call__", kwlist,
-                                     &code, &max_memory)) {
+    PyObject *max_memory = NULL, *timeout = Py_None; /* borrowed */
+    SpRunner *r = (SpRunner *)self;
+    size_t cap = r->max_memory;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OO:__call__", kwlist,
+                                     &code, &max_memory, &timeout)) {
         return NULL;
     }
     if (max_memory != NULL && runner_parse_cap(max_memory, &cap) < 0) {
         return NULL;
     }
-    return runner_make_cell((SpRunner *)self, code, 0, 0, cap);
+    double seconds = runner_effective_timeout(r, timeout);
+    if (seconds < 0) {
+        return NULL;
+    }
+    return runner_make_cell(r, code, 0, 0, cap, seconds);
+}
+
+/* Runner.run(code, timeout=None) -> Cell.  Nothing happens until the Cell
+ * is awaited: then the code is checked, compiled and run, so a syntax
+ * error surfaces at the await as any other error of the cell does.  A
+ * timeout given here replaces the runner's for this cell. */
+static PyObject *
+runner_run(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"code", "timeout", NULL};
+    PyObject *code, *timeout = Py_None; /* borrowed */
+    SpRunner *r = (SpRunner *)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:run", kwlist,
+                                     &code, &timeout)) {
+        return NULL;
+    }
+    double seconds = runner_effective_timeout(r, timeout);
+    if (seconds < 0) {
+        return NULL;
+    }
+    return runner_make_cell(r, code, 0, 0, r->max_memory, seconds);
 }
 
 /* The host's objects a policy or the pre_deny hook decides with: their
@@ -307,6 +375,14 @@ runner_get_max_output(PyObject *self, void *c)
     return n < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(n);
 }
 
+static PyObject *
+runner_get_timeout(PyObject *self, void *c)
+{
+    (void)c;
+    double t = ((SpRunner *)self)->timeout;
+    return t > 0 ? PyFloat_FromDouble(t) : Py_NewRef(Py_None);
+}
+
 static PyMemberDef runner_members[] = {
     {"g", T_OBJECT_EX, offsetof(SpRunner, g), READONLY,
      "The host namespace cells run in."},
@@ -363,16 +439,19 @@ static PyGetSetDef runner_getset[] = {
      "Whether a report's captured output is also shown on the host.", NULL},
     {"max_output", runner_get_max_output, NULL,
      "Characters of output a report keeps per stream, or None.", NULL},
+    {"timeout", runner_get_timeout, NULL,
+     "Each cell's time limit in seconds, or None (read-only).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 /* The Cell for `source`: the run's policy object (context.c) with a fresh
- * data dict and memory cap `max_memory` (0: none), and, when `report` is
- * set, the run report (report.c) its output and events go to, with `echo`
- * (-1: the runner's setting).  New reference or NULL. */
+ * data dict, memory cap `max_memory` (0: none) and time limit `timeout`
+ * (seconds, 0: none), and, when `report` is set, the run report
+ * (report.c) its output and events go to, with `echo` (-1: the runner's
+ * setting).  New reference or NULL. */
 static PyObject *
 runner_make_cell(SpRunner *r, PyObject *source, int report, int echo,
-                 size_t max_memory)
+                 size_t max_memory, double timeout)
 {
     /* The run's data: set_data() defaults, then RunPython's keywords, then
      * ok_dests; a fresh dict per cell, so a policy cannot change another
@@ -400,20 +479,11 @@ runner_make_cell(SpRunner *r, PyObject *source, int report, int echo,
         }
     }
     PyObject *cell = sp_cell_new(r->g, r->ns, r->synced, run, source,
-                                 r->banned, r->ban_defs, !r->yolo);
+                                 r->banned, r->ban_defs, !r->yolo, timeout);
     Py_DECREF(run);
     return cell;
 }
 
-/* Runner.run(code) -> Cell.  Nothing happens until the Cell is awaited:
- * then the code is checked, compiled and run, so a syntax error surfaces
- * at the await as any other error of the cell does. */
-static PyObject *
-runner_run(PyObject *self, PyObject *source)
-{
-    SpRunner *r = (SpRunner *)self;
-    return runner_make_cell(r, source, 0, 0, r->max_memory);
-}
 
 /* Runner.report(code, echo=None) -> Cell whose value is the run report (a
  * dict; RunPython.run makes it a RunResult).  The cell's errors, a syntax
@@ -422,11 +492,17 @@ runner_run(PyObject *self, PyObject *source)
 static PyObject *
 runner_report(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"code", "echo", "max_memory", NULL};
+    static char *kwlist[] = {"code", "echo", "max_memory", "timeout", NULL};
     PyObject *source, *echo_obj = Py_None, *max_memory = NULL; /* borrowed */
+    PyObject *timeout = Py_None; /* borrowed */
     size_t cap = ((SpRunner *)self)->max_memory;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$O:report", kwlist,
-                                     &source, &echo_obj, &max_memory)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OO:report", kwlist,
+                                     &source, &echo_obj, &max_memory,
+                                     &timeout)) {
+        return NULL;
+    }
+    double seconds = runner_effective_timeout((SpRunner *)self, timeout);
+    if (seconds < 0) {
         return NULL;
     }
     if (max_memory != NULL && runner_parse_cap(max_memory, &cap) < 0) {
@@ -447,26 +523,31 @@ runner_report(PyObject *self, PyObject *args, PyObject *kwargs)
             return NULL;
         }
     }
-    return runner_make_cell((SpRunner *)self, source, 1, echo, cap);
+    return runner_make_cell((SpRunner *)self, source, 1, echo, cap, seconds);
 }
 
 static PyMethodDef runner_methods[] = {
-    {"run", runner_run, METH_O,
-     "run(code) -> Cell\n\nCheck and compile a cell; await the result to run "
-     "it and get the value of its last expression."},
+    {"run", (PyCFunction)(void (*)(void))runner_run,
+     METH_VARARGS | METH_KEYWORDS,
+     "run(code, timeout=None) -> Cell\n\nCheck and compile a cell; await the "
+     "result to run it and get the value of its last expression.  timeout "
+     "(seconds) replaces the runner's time limit for this cell."},
     {"report", (PyCFunction)(void (*)(void))runner_report,
      METH_VARARGS | METH_KEYWORDS,
-     "report(code, echo=None, *, max_memory=<the runner's>) -> Cell\n\nLike run(), but awaiting the Cell "
+     "report(code, echo=None, *, max_memory=<the runner's>, "
+     "timeout=<the runner's>) -> Cell\n\nLike run(), but awaiting the Cell "
      "gives the run report (a dict: value, error, stdout, stderr, events, "
-     "events_dropped, elapsed) and the cell's errors go in it."},
+     "events_dropped, elapsed, displays, peak_memory) and the cell's errors "
+     "go in it."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot runner_slots[] = {
     {Py_tp_doc, "Runner(g, ok_dests, banned=None, ban_defs=False, yolo=False, "
-                "data=None, pre_deny=None, echo=False, max_output=None, *, "
-                "max_memory=None)\n\nThe engine behind RunPython: a host namespace "
-                "and the policy its cells run under."},
+                "data=None, pre_deny=None, *, echo=False, max_output=None, "
+                "max_memory=None, timeout=None)\n\nThe engine behind RunPython: "
+                "a host namespace and the policy its cells run under; timeout "
+                "is each cell's time limit in seconds."},
     {Py_tp_new, runner_tp_new},
     {Py_tp_call, runner_tp_call},
     {Py_tp_traverse, runner_tp_traverse},

@@ -27,6 +27,7 @@
 
 #include "compat.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -273,6 +274,44 @@ typedef struct {
         PyObject *close_name;
         PyObject *logging_name;  /* "logging" */
     } output;
+
+    /* watchdog.c: the watchdog thread, what it watches, and the asyncio
+     * functions a loop pass calls (captured before any cell runs).  The
+     * lists and flags are shared with the watchdog thread: read and written
+     * under `lock` only; the Python objects are touched with the GIL only. */
+    struct sp_watchdog_state {
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+        pthread_t thread;
+        int started;               /* the thread runs */
+        int stop;                  /* the thread must end (interpreter exit) */
+        int idle;                  /* the thread waits for work, untimed */
+        int queued;                /* a pending call is queued */
+        int in_pass;               /* a loop pass runs (no nested passes) */
+        unsigned long main_thread; /* ident of the main thread */
+        unsigned long steps_seen;  /* bumped by each registered step */
+        struct sp_wd_step *steps;  /* active steps, innermost first */
+        struct sp_wd_limit *armed; /* limits with a deadline */
+        PyObject *cancelled;       /* asyncio.CancelledError */
+        PyObject *timeout_error;   /* builtins.TimeoutError */
+        PyObject *get_running_loop; /* asyncio.events._get_running_loop */
+        PyObject *current_task;    /* asyncio.current_task */
+        PyObject *enter_task;      /* asyncio.tasks._enter_task */
+        PyObject *leave_task;      /* asyncio.tasks._leave_task */
+        PyObject *base_loop;       /* asyncio.BaseEventLoop */
+        PyObject *run_once;        /* BaseEventLoop._run_once */
+        PyObject *call_soon;       /* BaseEventLoop.call_soon */
+        PyObject *call_at;         /* BaseEventLoop.call_at */
+        PyObject *call_soon_ts;    /* BaseEventLoop.call_soon_threadsafe */
+        PyObject *loop_time;       /* BaseEventLoop.time */
+        PyObject *future_type;     /* asyncio.Future */
+        PyObject *future_cancel;   /* asyncio.Future.cancel */
+        PyObject *handle_cancel;   /* asyncio.Handle.cancel */
+        PyObject *handle_cancelled; /* asyncio.Handle.cancelled */
+        PyObject *pass_fn;         /* our pass, called as host code */
+        PyObject *noop;            /* a callback that does nothing */
+        PyObject *stop_fn;         /* registered with atexit */
+    } watchdog;
 
     /* runner.c: the Runner type. */
     struct sp_runner_state {

@@ -483,3 +483,14 @@ def test_report_peak_memory_with_a_cap_and_without():
     assert str(r.error) == "cell exceeded its memory limit of 200.0 MiB"
     assert r.peak_memory <= 200 * 2**20
     assert asyncio.run(RunPython(host_ns()).run("1")).peak_memory is None
+
+
+def test_run_takes_the_limits_per_call():
+    py = RunPython(host_ns())
+    r = asyncio.run(py.run("while True:\n    pass", timeout=0.3))
+    assert type(r.error) is TimeoutError
+    assert str(r.error) == "cell exceeded its time limit of 0.3 s"
+    assert "TimeoutError" in r.traceback
+    r = asyncio.run(py.run("bytearray(300 * 2**20)", max_memory=100 * 2**20))
+    assert type(r.error) is MemoryError
+    assert asyncio.run(py.run("6 * 7")).value == 42
