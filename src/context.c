@@ -142,29 +142,6 @@ sp_context_new_run(PyObject *ok_dests, PyObject *data, PyObject *pre_deny,
 }
 
 int
-sp_context_current(SpRun **run)
-{
-    PyObject *value = NULL;
-    *run = NULL;
-    if (context_global->run_var == NULL) {
-        return 0;
-    }
-    if (PyContextVar_Get(context_global->run_var, NULL, &value) < 0) {
-        return -1;
-    }
-    if (value == NULL) {
-        return 0;
-    }
-    if (!Py_IS_TYPE(value, context_global->run_type) ||
-        ((SpRun *)value)->yolo) {
-        Py_DECREF(value);
-        return 0;
-    }
-    *run = (SpRun *)value;
-    return 1;
-}
-
-int
 sp_context_current_any(SpRun **run)
 {
     PyObject *value = NULL;
@@ -184,6 +161,17 @@ sp_context_current_any(SpRun **run)
     }
     *run = (SpRun *)value;
     return 1;
+}
+
+int
+sp_context_current(SpRun **run)
+{
+    int found = sp_context_current_any(run);
+    if (found > 0 && (*run)->yolo) {
+        Py_CLEAR(*run); /* a yolo run governs nothing */
+        return 0;
+    }
+    return found;
 }
 
 PyObject *

@@ -35,6 +35,18 @@ static _Thread_local int threads_in_submit;
 
 static int threads_capture_bootstrap(void);
 
+/* module.cls.attr, importing module.  New reference or NULL. */
+static PyObject *
+threads_class_attr(const char *module, const char *cls, const char *attr)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    PyObject *tp = mod == NULL ? NULL : PyObject_GetAttrString(mod, cls);
+    PyObject *value = tp == NULL ? NULL : PyObject_GetAttrString(tp, attr);
+    Py_XDECREF(mod);
+    Py_XDECREF(tp);
+    return value;
+}
+
 int
 sp_threads_in_default_submit(void)
 {
@@ -292,13 +304,8 @@ sp_threads_before_run(void)
         return 0;
     }
     /* asyncio's default executor is made by this method. */
-    PyObject *base = PyImport_ImportModule("asyncio.base_events");
-    PyObject *loop_type = base == NULL ? NULL
-        : PyObject_GetAttrString(base, "BaseEventLoop");
-    PyObject *fn = loop_type == NULL ? NULL
-        : PyObject_GetAttrString(loop_type, "run_in_executor");
-    Py_XDECREF(base);
-    Py_XDECREF(loop_type);
+    PyObject *fn = threads_class_attr("asyncio.base_events", "BaseEventLoop",
+                                      "run_in_executor");
     if (fn == NULL) {
         return -1;
     }
@@ -428,13 +435,7 @@ done:
 static int
 threads_capture_bootstrap(void)
 {
-    PyObject *threading = PyImport_ImportModule("threading");
-    PyObject *cls = threading == NULL ? NULL
-                    : PyObject_GetAttrString(threading, "Thread");
-    PyObject *fn = cls == NULL ? NULL
-                   : PyObject_GetAttrString(cls, "_bootstrap");
-    Py_XDECREF(threading);
-    Py_XDECREF(cls);
+    PyObject *fn = threads_class_attr("threading", "Thread", "_bootstrap");
     if (fn == NULL) {
         return -1;
     }

@@ -385,7 +385,7 @@ ATTACKS = {
     "_tracemalloc_stop": "import _tracemalloc\n_tracemalloc.stop()\n"
                          "x = bytearray(300 * 2**20)",
     "gc": "import gc\ngc.disable()\ngc.collect()\nx = bytearray(300 * 2**20)",
-    "sys": "import sys\nsys.setswitchinterval(1)\nx = bytearray(300 * 2**20)",
+    "sys": "import sys\nsys.setswitchinterval(0.001)\nx = bytearray(300 * 2**20)",
     # The run object a cell can read from its context holds no handle.
     "run_object": "import contextvars\n"
                   "runs = [v for k, v in contextvars.copy_context().items()"
