@@ -94,7 +94,7 @@ lib_code_is_library_file(SpRun *run, PyCodeObject *code)
         return verified;
     }
     PyObject *filename = code->co_filename; /* borrowed */
-    if (!PyUnicode_CheckExact(filename) ||
+    if (!PyUnicode_CheckExact(filename) || PyUnicode_GET_LENGTH(filename) == 0 ||
         PyUnicode_READ_CHAR(filename, 0) != '/') {
         return 0;
     }
