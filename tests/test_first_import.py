@@ -20,8 +20,12 @@ from pathlib import Path
 
 import pytest
 
+import safepyrun
+
 CHILD = Path(__file__).parent / "first_import" / "child.py"
-REPO = Path(__file__).resolve().parent.parent
+# Where the safepyrun under test comes from (an installed venv, or a tree
+# with the engine built in place): the children import the same one.
+SAFEPYRUN_HOME = Path(safepyrun.__file__).resolve().parent.parent
 
 
 def fresh_env(tmp, mpl="unset", extra_path=None):
@@ -32,7 +36,7 @@ def fresh_env(tmp, mpl="unset", extra_path=None):
     env["HOME"] = str(home)
     env["XDG_CONFIG_HOME"] = str(tmp / "cfg-safepyrun")  # our config only
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    paths = [str(REPO)] + ([str(extra_path)] if extra_path else [])
+    paths = [str(SAFEPYRUN_HOME)] + ([str(extra_path)] if extra_path else [])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     if mpl == "missing":
         env["MPLCONFIGDIR"] = str(tmp / "mpl-new")
