@@ -75,6 +75,24 @@ archive('report.txt')
         print("  PermissionError:", str(e)[:110] + "...")
     print("  forged.txt exists:", (archive_dir / "forged.txt").exists())
 
+    code = show("the run report an agent hands back to its LLM", """
+print('checking the archive')
+open('/etc/hostname-copy', 'w')
+""")
+    result = await python.run(code)
+    print("  " + str(result).replace("\n", "\n  "))
+
+    code = show("a runaway cell is stopped by its time limit", """
+while True:
+    try:
+        pass
+    except BaseException:
+        pass
+""")
+    result = await python.run(code, timeout=0.5)
+    print(f"  {type(result.error).__name__}: {result.error} "
+          f"(after {result.elapsed:.2f} s)")
+
     print("\n--- the host itself is not gated ---")
     print("  best region exported to the host namespace:", best)
 
