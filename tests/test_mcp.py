@@ -22,10 +22,11 @@ LIMIT = 120
 def session_run(args, steps, cwd=None):
     """Start `python -m safepyrun mcp ARGS`, initialise, run
     `await steps(session)` and return its result."""
-    env = {"PYTHONPATH": os.pathsep.join(
+    # The server inherits the test's environment (the sanitizer build needs
+    # its LD_PRELOAD and options in the child too).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(HERE / "mcp_tools")] + sys.path),
-        "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"],
-        "MPLBACKEND": "Agg"}
+        XDG_CONFIG_HOME=os.environ["XDG_CONFIG_HOME"], MPLBACKEND="Agg")
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "safepyrun", "mcp", *args],
         env=env, cwd=str(cwd) if cwd else None)
