@@ -97,8 +97,8 @@ FIRST_IMPORTS = {
 
 @pytest.mark.parametrize("lib", sorted(FIRST_IMPORTS))
 def test_first_import_in_a_cell_with_cold_caches(lib, tmp_path):
-    if lib in ("scipy", "sklearn", "PIL", "matplotlib", "pandas", "numpy"):
-        pytest.importorskip({"sklearn": "sklearn", "PIL": "PIL"}.get(lib, lib))
+    if lib != "parsers":
+        pytest.importorskip(lib)
     same_as_plain(tmp_path, cells_for(FIRST_IMPORTS[lib]))
 
 
@@ -109,64 +109,9 @@ def test_first_matplotlib_import_writes_its_caches(mpl, tmp_path):
             "fig, ax = plt.subplots()\nax.plot([3, 1, 2])\n"
             "import os\nfig.savefig(os.path.join(%r, 'p.png'))\n"
             "os.path.getsize(os.path.join(%r, 'p.png')) > 1000")
+    # The plot's path differs per process, so the value is compared with
+    # what plain exec gives (True), not with a second process.
     work = tmp_path / "ours" / "work"
-    ours = child("sandbox", tmp_path / "ours", cells, **kw)
-    plain = child("plain", tmp_path / "plain", cells, **kw)
-    assert ours == plain
-    assert "error" not in ours, ours
-    return ours["values"]
-
-
-def cells_for(code):
-    return [textwrap.dedent(code).strip()]
-
-
-FIRST_IMPORTS = {
-    "numpy": "import numpy as np\nfloat(np.arange(10).sum())",
-    "pandas": "import pandas as pd\n"
-              "df = pd.DataFrame({'r': ['a', 'b', 'a'], 'v': [1, 2, 3]})\n"
-              "df.groupby('r')['v'].sum().to_dict()",
-    "matplotlib": "import matplotlib\nmatplotlib.use('Agg')\n"
-                  "import matplotlib.pyplot as plt\n"
-                  "fig, ax = plt.subplots()\nax.plot([1, 2, 3])\n"
-                  "ax.set_title('t')\nfig.canvas.draw()\n"
-                  "len(ax.lines)",
-    "scipy": "from scipy import stats, optimize\n"
-             "round(float(stats.norm.cdf(0)), 6), "
-             "round(float(optimize.brentq(lambda x: x * x - 2, 0, 2)), 6)",
-    "sklearn": "from sklearn.linear_model import LinearRegression\n"
-               "import numpy as np\n"
-               "m = LinearRegression().fit(np.arange(6).reshape(-1, 1), "
-               "2 * np.arange(6) + 1)\n"
-               "round(float(m.coef_[0]), 6), round(float(m.intercept_), 6)",
-    "PIL": "from PIL import Image\nim = Image.new('RGB', (4, 3))\nim.size",
-    "parsers": "import json, csv, io, tomllib, html.parser, email, "
-               "xml.etree.ElementTree as ET\n"
-               "(json.loads('[1]'), list(csv.reader(io.StringIO('a,b'))), "
-               "tomllib.loads('x = 1'), ET.fromstring('<a>t</a>').text)",
-}
-
-
-@pytest.mark.parametrize("lib", sorted(FIRST_IMPORTS))
-def test_first_import_in_a_cell_with_cold_caches(lib, tmp_path):
-    if lib in ("scipy", "sklearn", "PIL", "matplotlib", "pandas", "numpy"):
-        pytest.importorskip({"sklearn": "sklearn", "PIL": "PIL"}.get(lib, lib))
-    same_as_plain(tmp_path, cells_for(FIRST_IMPORTS[lib]))
-
-
-@pytest.mark.parametrize("mpl", ["unset", "missing", "empty"])
-def test_first_matplotlib_import_writes_its_caches(mpl, tmp_path):
-    pytest.importorskip("matplotlib")
-    code = ("import matplotlib.pyplot as plt\n"
-            "fig, ax = plt.subplots()\nax.plot([3, 1, 2])\n"
-            "import os\nfig.savefig(os.path.join(%r, 'p.png'))\n"
-            "os.path.getsize(os.path.join(%r, 'p.png')) > 1000")
-    work = tmp_path / "ours" / "work"
-    values = same_as_plain(
-        tmp_path, [code % (str(work), str(work))
-                   .replace(str(work), "{W}")
-                   .replace("{W}", str(work))], mpl=mpl) \
-        if False else None  # the paths differ per process: see below
     ours = child("sandbox", tmp_path / "ours",
                  [code % (str(work), str(work))], mpl=mpl)
     assert ours == {"values": ["True"]}
@@ -243,26 +188,30 @@ def test_code_a_cell_made_is_not_a_library(tmp_path):
     # not what the file compiles to.
     site = tmp_path / "site"
     make_library(site, "innocent", "X = 1\n")
+    # The loader and spec classes are reached through a module a cell may
+    # import (importlib's own modules are refused by the import rules).
     cell = textwrap.dedent("""
-        import sys, importlib.machinery as m
+        import sys, json, builtins
+        Loader, Spec = type(json.__loader__), type(json.__spec__)
+        make_code = getattr(builtins, 'comp' + 'ile')  # past the syntax rule
         src = ("import os\\n"
                "os.makedirs(os.path.expanduser('~/.cache/innocent'), exist_ok=True)\\n"
                "open(os.path.expanduser('~/.cache/innocent/evil'), 'w').write('x')\\n")
-        class L(m.SourceFileLoader):
+        class L(Loader):
             def get_code(self, name):
-                return compile(src, self.path, 'exec')
+                return make_code(src, self.path, 'exec')
         class F:
             @staticmethod
             def find_spec(name, path=None, target=None):
                 if name == 'innocent':
-                    import importlib.util as u
                     p = %r
-                    return u.spec_from_file_location(name, p, loader=L(name, p))
+                    return Spec(name, L(name, p), origin=p)
         sys.meta_path.insert(0, F)
         import innocent
     """) % str(site / "innocent" / "__init__.py")
     out = run_ours(tmp_path, [cell], site=site)
-    assert "error" in out, out
+    assert out["error"].startswith("PermissionError: safepyrun refused to "
+                                   "create a directory"), out
     assert not (tmp_path / "home" / ".cache" / "innocent" / "evil").exists()
 
 
