@@ -307,7 +307,8 @@ sp_walk_stop(sp_walk *w)
 static int
 gate_run_of_frames(SpRun **run)
 {
-    if (gate->live == 0 && !sp_threads_any_adopted()) {
+    int adopted = sp_threads_any_adopted();
+    if (gate->live == 0 && !adopted) {
         return 0;
     }
     sp_walk w;
@@ -319,7 +320,7 @@ gate_run_of_frames(SpRun **run)
             *run = (SpRun *)Py_NewRef(s->run);
             break;
         }
-        if (w.next == NULL) {
+        if (adopted && w.next == NULL) {
             bottom = (PyFrameObject *)Py_NewRef(w.frame);
         }
     }

@@ -51,6 +51,14 @@ static struct sp_hook_state *const hook_global = &sp_state.hook;
 
 /* ---- refusal messages ---------------------------------------------- */
 
+/* What a rule refuses, for messages ("open a file for writing"). */
+static const char *
+hook_rule_what(const sp_rule *rule)
+{
+    return rule != NULL && rule->what != NULL
+        ? rule->what : "raise an audit event the sandbox does not know";
+}
+
 /* repr(obj) for a refusal message, without running cell code: builtin
  * types and str/bytes subclasses as their plain value (bytes decoded, as
  * os.system's command and fsencoded paths read better so), lists and
@@ -240,8 +248,7 @@ hook_refuse(SpRun *run, const sp_rule *rule, const char *event,
             PyObject *args, PyObject *shown, PyObject *detail)
 {
     PyObject *chain = NULL, *arg_text = NULL, *msg = NULL, *exc = NULL;
-    const char *what = rule != NULL && rule->what != NULL
-        ? rule->what : "raise an audit event the sandbox does not know";
+    const char *what = hook_rule_what(rule);
     /* A write's remedy is a directory; anything else needs a trusted
      * function (common.h holds the one wording). */
     int writes = rule != NULL && (rule->kind == SP_RULE_WRITE ||
@@ -310,9 +317,7 @@ hook_deny(SpRun *run, const sp_rule *rule, const char *event, PyObject *args,
         Py_XDECREF(by);
         return trusted < 0 ? -1 : 0;
     }
-    int pre = sp_trust_pre_deny(run, event, args,
-                                rule != NULL && rule->what != NULL
-                                    ? rule->what : "raise an unknown audit event");
+    int pre = sp_trust_pre_deny(run, event, args, hook_rule_what(rule));
     if (pre != 0) {
         Py_DECREF(refusals);
         if (pre > 0 && run->report != NULL) {

@@ -355,17 +355,15 @@ memcap_calloc(void *ctx, size_t nelem, size_t elsize)
     return memcap_alloc_counted(d, acct, nelem, elsize, 1);
 }
 
+/* A realloc that may involve a counted block, under the table's lock:
+ * `acct` (NULL: the caller's run is not counting) is charged the new size
+ * less what the old block was charged to it, and the table follows the
+ * block.  `realloc_fn(fn_ctx, ptr, size)` is the wrapped allocator's. */
 static void *
-memcap_realloc(void *ctx, void *ptr, size_t size)
+memcap_realloc_counted(sp_memcap_account *acct, void *ptr, size_t size,
+                       void *(*realloc_fn)(void *, void *, size_t),
+                       void *fn_ctx)
 {
-    memcap_domain *d = ctx;
-    if (memcap_inner) {
-        return d->prev.realloc(d->prev.ctx, ptr, size);
-    }
-    sp_memcap_account *acct = memcap_charged(size, d->small);
-    if (acct == NULL && !memcap_maybe_counted(ptr)) {
-        return d->prev.realloc(d->prev.ctx, ptr, size);
-    }
     pthread_mutex_lock(&memcap_mutex);
     Py_ssize_t old = ptr != NULL ? memcap_find((uintptr_t)ptr) : -1;
     size_t credit = old >= 0 && memcap->slots[old].acct == acct
@@ -373,7 +371,7 @@ memcap_realloc(void *ctx, void *ptr, size_t size)
     void *p = NULL;
     if (acct == NULL || memcap_admit(acct, size, credit, 0)) {
         memcap_inner = 1;
-        p = d->prev.realloc(d->prev.ctx, ptr, size);
+        p = realloc_fn(fn_ctx, ptr, size);
         memcap_inner = 0;
         if (p != NULL) {
             /* The old block is gone (unless an inner free saw it go). */
@@ -387,6 +385,21 @@ memcap_realloc(void *ctx, void *ptr, size_t size)
     }
     pthread_mutex_unlock(&memcap_mutex);
     return p;
+}
+
+static void *
+memcap_realloc(void *ctx, void *ptr, size_t size)
+{
+    memcap_domain *d = ctx;
+    if (memcap_inner) {
+        return d->prev.realloc(d->prev.ctx, ptr, size);
+    }
+    sp_memcap_account *acct = memcap_charged(size, d->small);
+    if (acct == NULL && !memcap_maybe_counted(ptr)) {
+        return d->prev.realloc(d->prev.ctx, ptr, size);
+    }
+    return memcap_realloc_counted(acct, ptr, size, d->prev.realloc,
+                                  d->prev.ctx);
 }
 
 static void
@@ -584,27 +597,7 @@ memcap_np_realloc(void *ctx, void *ptr, size_t size)
     if (acct == NULL && !memcap_maybe_counted(ptr)) {
         return prev->realloc(prev->ctx, ptr, size);
     }
-    pthread_mutex_lock(&memcap_mutex);
-    Py_ssize_t old = ptr != NULL ? memcap_find((uintptr_t)ptr) : -1;
-    size_t credit = old >= 0 && memcap->slots[old].acct == acct
-                        ? memcap->slots[old].size : 0;
-    void *p = NULL;
-    if (acct == NULL || memcap_admit(acct, size, credit, 0)) {
-        memcap_inner = 1;
-        p = prev->realloc(prev->ctx, ptr, size);
-        memcap_inner = 0;
-        if (p != NULL) {
-            /* The old block is gone (unless an inner free saw it go). */
-            if (old >= 0 && memcap->slots[old].key == (uintptr_t)ptr) {
-                memcap_remove(old);
-            }
-            if (acct != NULL) {
-                memcap_charge(acct, p, size);
-            }
-        }
-    }
-    pthread_mutex_unlock(&memcap_mutex);
-    return p;
+    return memcap_realloc_counted(acct, ptr, size, prev->realloc, prev->ctx);
 }
 
 static void

@@ -328,31 +328,22 @@ sp_threads_any_adopted(void)
     return threads->adopted != NULL && PyDict_GET_SIZE(threads->adopted) > 0;
 }
 
-/* Forget adopted threads whose objects are gone. */
-static int
-threads_purge_adopted(void)
+/* The weakref callback of an adopted thread object: its entry goes with
+ * it, so that the gate stops looking for adopted threads once none is
+ * left (gate.c walks to the outermost frame only while some are). */
+static PyObject *
+threads_forget_adopted(PyObject *key, PyObject *wr)
 {
-    PyObject *key, *entry, *dead = PyList_New(0);
-    Py_ssize_t pos = 0;
-    if (dead == NULL) {
-        return -1;
+    (void)wr;
+    if (threads->adopted != NULL && PyDict_DelItem(threads->adopted, key) < 0) {
+        PyErr_Clear(); /* already gone: the key was reused */
     }
-    while (PyDict_Next(threads->adopted, &pos, &key, &entry)) {
-        if (sp_weakref_dead(PyTuple_GET_ITEM(entry, 0)) &&
-            PyList_Append(dead, key) < 0) {
-            Py_DECREF(dead);
-            return -1;
-        }
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dead); i++) {
-        if (PyDict_DelItem(threads->adopted, PyList_GET_ITEM(dead, i)) < 0) {
-            Py_DECREF(dead);
-            return -1;
-        }
-    }
-    Py_DECREF(dead);
-    return 0;
+    Py_RETURN_NONE;
 }
+
+static PyMethodDef threads_forget_def = {
+    "forget_adopted", threads_forget_adopted, METH_O, NULL,
+};
 
 int
 sp_threads_adopt(SpRun *run, PyObject *function)
@@ -362,15 +353,15 @@ sp_threads_adopt(SpRun *run, PyObject *function)
         return 0;
     }
     PyObject *thread = PyMethod_GET_SELF(function); /* borrowed */
-    if (threads_purge_adopted() < 0) {
-        return -1;
-    }
     PyObject *key = PyLong_FromVoidPtr(thread);
-    PyObject *wr = key == NULL ? NULL : PyWeakref_NewRef(thread, NULL);
+    PyObject *forget = key == NULL ? NULL
+                       : PyCFunction_New(&threads_forget_def, key);
+    PyObject *wr = forget == NULL ? NULL : PyWeakref_NewRef(thread, forget);
     PyObject *entry = wr == NULL ? NULL : PyTuple_Pack(2, wr, (PyObject *)run);
     int rc = entry == NULL ? -1
              : PyDict_SetItem(threads->adopted, key, entry);
     Py_XDECREF(key);
+    Py_XDECREF(forget);
     Py_XDECREF(wr);
     Py_XDECREF(entry);
     return rc < 0 ? -1 : 1;
@@ -411,13 +402,9 @@ sp_threads_adopted_run(PyFrameObject *bottom, SpRun **run)
     if (rc <= 0) {
         goto done;
     }
-    PyObject *wr = PyTuple_GET_ITEM(entry, 0); /* borrowed from entry */
-    PyObject *alive = NULL;
-    if (sp_weakref_dead(wr)) {
-        rc = PyDict_DelItem(threads->adopted, key) < 0 ? -1 : 0;
-        goto done;
-    }
-    alive = PyObject_CallNoArgs(wr);
+    /* The entry is this object's, not a dead one's at a reused address
+     * (its callback removes it, but may not have run yet). */
+    PyObject *alive = PyObject_CallNoArgs(PyTuple_GET_ITEM(entry, 0));
     rc = alive == self;
     Py_XDECREF(alive);
     if (rc) {
