@@ -215,6 +215,10 @@ def memory_hooks_installed() -> bool:
     """Whether the memory cap's allocator hooks are installed (once any
     runner or call was given max_memory; they stay installed)."""
 def track_call(fn: Callable[..., Any], /) -> Tracked: ...
+def is_host_callable(obj: object, /) -> bool:
+    """Whether obj is plainly the host's or a library's callable: a
+    function no cell made (bound, at most, to an object whose class holds
+    no cell function) or a native not bound to an object."""
 
 # the run report
 def report_display(data: dict[str, Any], /) -> bool: ...

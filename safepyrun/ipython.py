@@ -166,43 +166,11 @@ _GUARDED_LISTS = (
 )
 
 
-def _host_callable(obj: Any) -> bool:
-    """Whether ``obj`` is plainly the host's or a library's callable (a
-    function or method whose code no cell made, or a native not bound to
-    an object): a library may register one while a cell uses it, as
-    matplotlib's inline backend registers ``flush_figures``.  Anything
-    else added during a %%py cell is taken out (_Guard)."""
-    import types
-
-    from ._engine import is_cell_code
-    if isinstance(obj, types.FunctionType):
-        return not is_cell_code(obj)
-    if isinstance(obj, types.MethodType):
-        return _host_callable(obj.__func__) and _host_type(type(obj.__self__))
-    if isinstance(obj, types.BuiltinFunctionType):
-        return obj.__self__ is None or isinstance(obj.__self__,
-                                                  types.ModuleType)
-    return False
-
-
-def _host_type(cls: type) -> bool:
-    """Whether no class in ``cls``'s MRO holds a function a cell made."""
-    import types
-
-    from ._engine import is_cell_code
-    for klass in cls.__mro__:
-        for value in list(vars(klass).values()):
-            fn = getattr(value, "__func__", value)
-            if isinstance(fn, types.FunctionType) and is_cell_code(fn):
-                return False
-    return True
-
-
 class _Guard:
     """A snapshot of the shell's input machinery (the lists above, the
     event callbacks) taken before a %%py cell; ``restore()`` puts back
     what the cell changed: rebound attributes, removed entries, and added
-    entries other than plain host callables (``_host_callable``)."""
+    entries other than plain host callables (``_engine.is_host_callable``)."""
 
     def __init__(self, shell: Any) -> None:
         self.items: list[tuple[Any, str, Any, list]] = []
@@ -218,12 +186,14 @@ class _Guard:
 
     @staticmethod
     def _put_back(lst: list, before: list) -> None:
-        """``before``, then what was added that is plainly the host's."""
+        """``before``, then what was added that is plainly the host's
+        (decided in C: ``_engine.is_host_callable``)."""
+        from ._engine import is_host_callable
         if len(lst) == len(before) and all(
                 a is b for a, b in zip(lst, before)):
             return
         kept = [x for x in list(lst)
-                if not any(x is b for b in before) and _host_callable(x)]
+                if not any(x is b for b in before) and is_host_callable(x)]
         lst[:] = before + kept
 
     def restore(self) -> None:

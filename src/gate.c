@@ -458,7 +458,88 @@ gate_py_is_cell_code(PyObject *module, PyObject *obj)
     return PyBool_FromLong(sp_gate_is_cell_code((PyCodeObject *)obj));
 }
 
+/* Whether a function value found in a class dictionary (a function, or
+ * one wrapped by staticmethod/classmethod) is cell code.  1 / 0 / -1. */
+static int
+gate_class_value_is_cell(PyObject *value)
+{
+    PyObject *fn = NULL;
+    if (Py_IS_TYPE(value, &PyStaticMethod_Type) ||
+        Py_IS_TYPE(value, &PyClassMethod_Type)) {
+        fn = PyObject_GetAttrString(value, "__func__"); /* a C getter */
+        if (fn == NULL) {
+            return -1;
+        }
+    }
+    else {
+        fn = Py_NewRef(value);
+    }
+    int cell = PyFunction_Check(fn) &&
+               sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(fn));
+    Py_DECREF(fn);
+    return cell;
+}
+
+/* Whether no class along `tp`'s MRO holds a function a cell made, reading
+ * the class dictionaries only.  1 / 0 / -1. */
+static int
+gate_type_is_host(PyTypeObject *tp)
+{
+    PyObject *mro = tp->tp_mro; /* borrowed */
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *dict = sp_type_dict((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
+        PyObject *values = dict == NULL ? NULL : PyDict_Values(dict);
+        Py_XDECREF(dict);
+        if (values == NULL) {
+            return -1;
+        }
+        int cell = 0;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(values) && cell == 0; j++) {
+            cell = gate_class_value_is_cell(PyList_GET_ITEM(values, j));
+        }
+        Py_DECREF(values);
+        if (cell != 0) {
+            return cell < 0 ? -1 : 0;
+        }
+    }
+    return 1;
+}
+
+/* is_host_callable(obj): whether obj is plainly the host's or a library's
+ * callable: a function whose code no cell made, such a function bound to
+ * an object whose class holds no cell function, or a native not bound to
+ * an object (unbound, or a module's).  Anything else (a callable object,
+ * a partial, a bound native) may run or stand for something a cell chose.
+ * No code of obj runs. */
+static PyObject *
+gate_py_is_host_callable(PyObject *module, PyObject *obj)
+{
+    (void)module;
+    if (PyFunction_Check(obj)) {
+        return PyBool_FromLong(
+            !sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(obj)));
+    }
+    if (PyMethod_Check(obj)) {
+        PyObject *fn = PyMethod_GET_FUNCTION(obj);
+        if (!PyFunction_Check(fn) ||
+            sp_gate_is_cell_code((PyCodeObject *)PyFunction_GET_CODE(fn))) {
+            Py_RETURN_FALSE;
+        }
+        int host = gate_type_is_host(Py_TYPE(PyMethod_GET_SELF(obj)));
+        return host < 0 ? NULL : PyBool_FromLong(host);
+    }
+    if (PyCFunction_Check(obj)) {
+        PyObject *self = PyCFunction_GET_SELF(obj); /* borrowed, may be NULL */
+        return PyBool_FromLong(self == NULL || PyModule_Check(self));
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef gate_functions[] = {
+    {"is_host_callable", gate_py_is_host_callable, METH_O,
+     "is_host_callable(obj) -> bool\n\nWhether obj is plainly the host's "
+     "or a library's callable (see gate.c); the IPython glue keeps only such "
+     "callables a cell's run added to the shell's input machinery."},
     {"is_cell_code", gate_py_is_cell_code, METH_O,
      "is_cell_code(code_or_function) -> bool\n\nWhether it is cell code "
      "(compiled by a runner, or made while a run was active)."},

@@ -313,3 +313,32 @@ show(shell.user_ns.get('x_h11'))
     assert got[0] == "installed"
     assert got[2] is True and got[3] == 1
     assert not marker.exists()
+
+
+def test_is_host_callable_is_decided_in_c_by_code_identity():
+    """What the %%py guard keeps of what a cell's run added to IPython's
+    input machinery: only plain host or library callables."""
+    import asyncio
+    from safepyrun import RunPython, _engine
+
+    g = {}
+    asyncio.run(RunPython(g)(
+        "def cell_fn(lines):\n    return lines\n"
+        "class Cell:\n    def m(self, lines):\n        return lines\n"
+        "class Sub(list):\n    @staticmethod\n    def s():\n        pass\n"
+        "bound = Cell().m\nsub_append = Sub().append\n"))
+    assert _engine.is_host_callable(g["cell_fn"]) is False
+    assert _engine.is_host_callable(g["bound"]) is False
+    assert _engine.is_host_callable(g["sub_append"]) is False  # bound native
+    assert _engine.is_host_callable(g["Cell"]) is False  # a class is not one
+
+    class Host:
+        def m(self):
+            pass
+    assert _engine.is_host_callable(test_is_host_callable_is_decided_in_c_by_code_identity)
+    assert _engine.is_host_callable(Host().m) is True
+    assert _engine.is_host_callable(print) is True
+    assert _engine.is_host_callable(len) is True
+    assert _engine.is_host_callable([].append) is False
+    import functools
+    assert _engine.is_host_callable(functools.partial(print)) is False
